@@ -1,0 +1,77 @@
+# blockmig: `make run` sets everything up and serves the console; `make test` runs the suite.
+SHELL := /bin/bash
+.DEFAULT_GOAL := run
+
+HOST ?= 127.0.0.1
+PORT ?= 8000
+VENV ?= .venv
+VAR ?= var
+REDIS_PORT ?= 6390
+WORKERS ?= 1
+PY := $(VENV)/bin/python
+export DJANGO_SETTINGS_MODULE := blockmig.settings
+
+APT_PACKAGES := libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 \
+	qemu-utils libvirt-dev pkg-config e2fsprogs redis-server postgresql chromium \
+	busybox-static linux-image-cloud-amd64 cpio gcc python3-dev
+
+# A Python >= 3.12: on PATH first, else pyenv's newest.
+PYTHON_BASE := $(shell for p in python3.13 python3.12 $$(ls -d $$(pyenv root 2>/dev/null)/versions/3.1[23]*/bin/python 2>/dev/null | sort -r); do \
+	if command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; then command -v $$p; break; fi; done)
+
+.PHONY: run test packages venv services redis libvirtd db lab demo serve worker bench clean-lab
+
+packages:
+	@if ! command -v virsh >/dev/null || ! command -v redis-server >/dev/null || ! command -v chromium >/dev/null \
+	    || ! command -v qemu-img >/dev/null || ! command -v debugfs >/dev/null || ! command -v pg_ctlcluster >/dev/null \
+	    || ! ls /boot/vmlinuz-*cloud-amd64 >/dev/null 2>&1 || ! test -x /bin/busybox; then \
+	  echo "==> installing system packages"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	@test -n "$(PYTHON_BASE)" || { echo "No Python >= 3.12 found on PATH or under pyenv. Install python3.12+ (or pyenv install 3.13) and retry." >&2; exit 1; }
+	@echo "==> virtualenv with $(PYTHON_BASE)"
+	$(PYTHON_BASE) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test]'
+	touch $@
+
+venv: packages $(VENV)/.installed
+
+libvirtd: venv
+	@$(VENV)/bin/python -m hosts.lab.services libvirtd
+
+redis: packages
+	@mkdir -p $(VAR)/redis
+	@if [ -z "$$REDIS_URL" ] && ! redis-cli -p $(REDIS_PORT) ping >/dev/null 2>&1; then \
+	  echo "==> private Redis on 127.0.0.1:$(REDIS_PORT)"; \
+	  redis-server --port $(REDIS_PORT) --bind 127.0.0.1 --daemonize yes --dir $(abspath $(VAR)/redis) \
+	    --pidfile $(abspath $(VAR)/redis/redis.pid) --logfile $(abspath $(VAR)/redis/redis.log) --save '' --appendonly no; \
+	  for i in $$(seq 50); do redis-cli -p $(REDIS_PORT) ping >/dev/null 2>&1 && break; sleep 0.1; done; \
+	fi
+
+services: venv libvirtd redis
+
+db: venv
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py setup_roles
+
+lab: services db
+	$(PY) manage.py lab_up
+
+demo: lab
+	$(PY) manage.py demo_accounts
+
+run: demo
+	@echo "==> serving on http://$(HOST):$(PORT)  (accounts in README.md)"
+	@trap 'kill 0' EXIT; \
+	for i in $$(seq $(WORKERS)); do $(PY) manage.py run_worker & done; \
+	$(PY) manage.py sync_loop & \
+	$(VENV)/bin/daphne -b $(HOST) -p $(PORT) blockmig.asgi:application
+
+test: services
+	$(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+
+bench: services
+	$(PY) bench/run_all.py

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class BlockmigConfig(AppConfig):
+    name = "blockmig"
+    verbose_name = "Migrations"

@@ -1,0 +1,110 @@
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from blockmig.states import ACTIVE_STATES, State
+
+
+class Migration(models.Model):
+    """One request to move one or more disks of a domain. The source of truth for its
+    lifecycle; libvirt's block jobs are the reality reconciled against it."""
+
+    class Mode(models.TextChoices):
+        SHALLOW = "shallow", "Shallow (copy shares the backing chain)"
+        FULL = "full", "Full (copy is flattened)"
+
+    hypervisor = models.ForeignKey("hosts.Hypervisor", on_delete=models.PROTECT, related_name="migrations")
+    domain_uuid = models.CharField(max_length=36)
+    domain_name = models.CharField(max_length=255)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.REQUESTED, db_index=True)
+    mode = models.CharField(max_length=8, choices=Mode.choices, default=Mode.SHALLOW)
+    dest_format = models.CharField(max_length=8, default="qcow2")
+    reuse_destination = models.BooleanField(default=False)
+    bandwidth_mib = models.PositiveIntegerField(default=0, help_text="MiB/s, 0 = unlimited")
+    synchronous_writes = models.BooleanField(default=False)
+    granularity = models.PositiveIntegerField(null=True, blank=True)
+    buf_size = models.PositiveIntegerField(null=True, blank=True)
+    # Which path keeps the persistent definition safe: "transient_job" or "undefine".
+    definition_strategy = models.CharField(max_length=16, blank=True)
+    saved_definition = models.TextField(blank=True, help_text="Inactive XML saved before anything was touched.")
+    domain_undefined = models.BooleanField(default=False)
+
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    approved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    failure_reason = models.TextField(blank=True)
+
+    # Progress over all disks, throttled writes from the worker.
+    bytes_done = models.BigIntegerField(default=0)
+    bytes_total = models.BigIntegerField(default=0)
+    rate_bps = models.FloatField(default=0)
+    total_grew = models.BooleanField(default=False)
+    progress_at = models.DateTimeField(null=True, blank=True)
+
+    # Lease held by the worker driving this migration.
+    lease_owner = models.CharField(max_length=64, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
+
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    ready_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        permissions = [
+            ("approve_migration", "Can approve a migration's pivot"),
+            ("abort_migration", "Can abort a migration before its pivot"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.domain_name} ({self.state})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.state in ACTIVE_STATES
+
+
+class MigrationDisk(models.Model):
+    migration = models.ForeignKey(Migration, on_delete=models.CASCADE, related_name="disks")
+    target = models.CharField(max_length=32)
+    source_path = models.CharField(max_length=1024)
+    source_chain = models.JSONField(default=list, help_text="Chain paths before the copy, active layer first.")
+    destination = models.CharField(max_length=1024)
+    created_destination = models.BooleanField(default=False)
+    cur = models.BigIntegerField(default=0)
+    end = models.BigIntegerField(default=0)
+    ready = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["target"]
+        constraints = [
+            models.UniqueConstraint(fields=["migration", "target"], name="migrationdisk_unique_target"),
+        ]
+
+
+class AuditEvent(models.Model):
+    """Append-only record of every state change and human action (Zulip's RealmAuditLog)."""
+
+    event_type = models.CharField(max_length=32, db_index=True)
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    actor_name = models.CharField(max_length=150, blank=True, help_text="Kept even if the user is renamed.")
+    hypervisor_name = models.CharField(max_length=64, blank=True, db_index=True)
+    domain_name = models.CharField(max_length=255, blank=True, db_index=True)
+    disk_targets = models.CharField(max_length=255, blank=True)
+    migration = models.ForeignKey(Migration, null=True, blank=True, on_delete=models.PROTECT, related_name="events")
+    from_state = models.CharField(max_length=16, blank=True)
+    to_state = models.CharField(max_length=16, blank=True, db_index=True)
+    details = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def save(self, *args, **kwargs):
+        if self.pk is not None:
+            raise PermissionError("Audit events are append-only.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise PermissionError("Audit events are append-only.")

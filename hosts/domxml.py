@@ -1,0 +1,135 @@
+"""Domain XML → plain records.
+
+Pure parsing, no libvirt: the unit tests feed it XML strings. Backing chains come from
+the nested <backingStore> elements libvirt writes into the live XML; sizes come later
+from the bulk stats (see merge_block_stats).
+"""
+
+import hashlib
+import xml.etree.ElementTree as ET
+from dataclasses import replace
+
+from hosts.records import BlockJobInfo, ChainLayer, DiskRecord
+
+
+def _source_path(disk_type: str, source: ET.Element | None) -> str:
+    if source is None:
+        return ""
+    if disk_type == "network":
+        name = source.get("name", "")
+        protocol = source.get("protocol", "")
+        host = source.find("host")
+        where = f"{host.get('name', '')}:{host.get('port', '')}".rstrip(":") if host is not None else ""
+        return f"{protocol}://{where}/{name}" if protocol else name
+    return source.get("file") or source.get("dev") or source.get("volume") or source.get("name") or ""
+
+
+def _format(element: ET.Element, tag: str) -> str:
+    found = element.find(tag)
+    return found.get("type", "") if found is not None else ""
+
+
+def _chain(disk: ET.Element, disk_type: str, active_path: str, active_format: str) -> tuple[ChainLayer, ...]:
+    layers = [ChainLayer(depth=0, path=active_path, format=active_format, type=disk_type, missing=not active_path)]
+    store = disk.find("backingStore")
+    depth = 1
+    while store is not None:
+        source = store.find("source")
+        if source is None and store.find("backingStore") is None:
+            break  # an empty <backingStore/> closes the chain
+        layer_type = store.get("type", "file")
+        path = _source_path(layer_type, source)
+        layers.append(
+            ChainLayer(
+                depth=depth,
+                path=path,
+                format=_format(store, "format"),
+                type=layer_type,
+                missing=not path,
+            )
+        )
+        store = store.find("backingStore")
+        depth += 1
+    return tuple(layers)
+
+
+def _mirror(disk: ET.Element) -> BlockJobInfo | None:
+    mirror = disk.find("mirror")
+    if mirror is None:
+        return None
+    mirror_type = mirror.get("type", "file")
+    path = mirror.get("file") or _source_path(mirror_type, mirror.find("source"))
+    return BlockJobInfo(
+        type=mirror.get("job", "copy"),
+        mirror_path=path,
+        mirror_format=mirror.get("format") or _format(mirror, "format"),
+        ready=mirror.get("ready") == "yes",
+    )
+
+
+def parse_disks(domain_xml: str) -> tuple[DiskRecord, ...]:
+    """Every <disk> of a domain with its backing chain and any mirror (block copy) on it."""
+    root = ET.fromstring(domain_xml)
+    disks = []
+    for disk in root.findall("./devices/disk"):
+        target = disk.find("target")
+        if target is None or not target.get("dev"):
+            continue
+        disk_type = disk.get("type", "file")
+        source = _source_path(disk_type, disk.find("source"))
+        driver = disk.find("driver")
+        disk_format = driver.get("type", "") if driver is not None else ""
+        disks.append(
+            DiskRecord(
+                target=target.get("dev"),
+                bus=target.get("bus", ""),
+                device=disk.get("device", "disk"),
+                type=disk_type,
+                format=disk_format,
+                source=source,
+                readonly=disk.find("readonly") is not None,
+                chain=_chain(disk, disk_type, source, disk_format) if source else (),
+                job=_mirror(disk),
+            )
+        )
+    return tuple(disks)
+
+
+def domain_identity(domain_xml: str) -> tuple[str, str]:
+    root = ET.fromstring(domain_xml)
+    return (root.findtext("uuid", ""), root.findtext("name", ""))
+
+
+def merge_block_stats(disks: tuple[DiskRecord, ...], stats: dict) -> tuple[DiskRecord, ...]:
+    """Add capacity/allocation per layer from getAllDomainStats(BLOCK, BACKING).
+
+    Stats list each layer as block.N.{name,path,backingIndex,capacity,allocation}; the
+    active layer carries no backingIndex (or 0 on some versions), so layers are matched by
+    target name and path.
+    """
+    by_key: dict[tuple[str, str], dict] = {}
+    for i in range(int(stats.get("block.count", 0))):
+        prefix = f"block.{i}."
+        name = stats.get(prefix + "name", "")
+        path = stats.get(prefix + "path", "")
+        by_key[(name, path)] = {
+            "capacity": stats.get(prefix + "capacity"),
+            "allocation": stats.get(prefix + "allocation"),
+        }
+    merged = []
+    for disk in disks:
+        chain = tuple(
+            replace(layer, **{k: v for k, v in by_key.get((disk.target, layer.path), {}).items() if v is not None})
+            for layer in disk.chain
+        )
+        merged.append(replace(disk, chain=chain))
+    return tuple(merged)
+
+
+def stats_signature(stats: dict) -> str:
+    """What in the bulk stats would change if the domain's disks or state changed."""
+    parts = [str(stats.get("state.state", ""))]
+    for i in range(int(stats.get("block.count", 0))):
+        prefix = f"block.{i}."
+        parts.append(f"{stats.get(prefix + 'name', '')}={stats.get(prefix + 'path', '')}@{stats.get(prefix + 'backingIndex', '')}")
+    return hashlib.sha1("|".join(parts).encode()).hexdigest()

@@ -1,0 +1,51 @@
+"""The four roles, as Django auth groups with model permissions.
+
+A viewer sees everything and changes nothing; an operator starts and aborts migrations;
+an approver approves pivots and may abort; an admin manages hypervisors, policies and users.
+"""
+
+VIEW = [
+    "hosts.view_hypervisor",
+    "hosts.view_domain",
+    "hosts.view_disk",
+    "hosts.view_chainlayer",
+    "blockmig.view_migration",
+    "blockmig.view_migrationdisk",
+    "blockmig.view_auditevent",
+]
+OPERATE = ["blockmig.add_migration", "blockmig.change_migration", "blockmig.abort_migration", "hosts.change_domain"]
+APPROVE = ["blockmig.approve_migration", "blockmig.abort_migration"]
+ADMINISTER = [
+    "hosts.add_hypervisor",
+    "hosts.change_hypervisor",
+    "hosts.delete_hypervisor",
+    "auth.view_user",
+    "auth.add_user",
+    "auth.change_user",
+    "auth.view_group",
+]
+
+ROLE_PERMISSIONS: dict[str, list[str]] = {
+    "viewer": VIEW,
+    "operator": VIEW + OPERATE,
+    "approver": VIEW + APPROVE,
+    "admin": VIEW + OPERATE + APPROVE + ADMINISTER,
+}
+ROLES = list(ROLE_PERMISSIONS)
+
+
+def setup_roles() -> None:
+    """Create or update the four groups so each holds exactly its permissions."""
+    from django.contrib.auth.models import Group, Permission
+
+    for role, perms in ROLE_PERMISSIONS.items():
+        group, _ = Group.objects.get_or_create(name=role)
+        wanted = []
+        for perm in sorted(set(perms)):
+            app_label, codename = perm.split(".")
+            wanted.append(Permission.objects.get(content_type__app_label=app_label, codename=codename))
+        group.permissions.set(wanted)
+
+
+def user_roles(user) -> list[str]:
+    return sorted(g.name for g in user.groups.all() if g.name in ROLE_PERMISSIONS)
