@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
+from dataclasses import replace
 
 import libvirt
 
 from hosts import domxml
-from hosts.records import DomainRecord, HostFacts, Inventory, version_string
+from hosts.records import DiskRecord, DomainRecord, HostFacts, Inventory, version_string
 from hosts.uris import uri_problem
 
 # libvirt prints every error to stderr by default; we report them ourselves.
@@ -57,12 +58,20 @@ def _classify(uri: str, error: libvirt.libvirtError) -> ConnectFailure:
     code = error.get_error_code()
     text = (error.get_error_message() or str(error)).strip()
     if code in AUTH_ERRORS or "authentication" in text.lower() or "permission denied" in text.lower():
-        return ConnectFailure("auth", f"{uri} refused our credentials: {text}. Check the user, keys or certificates for this host.")
+        return ConnectFailure(
+            "auth",
+            f"{uri} refused to let blockmig log in ({text}). Check the user name, SSH key, "
+            "SASL credentials or TLS certificates blockmig uses for this host.",
+        )
     if code == libvirt.VIR_ERR_NO_CONNECT and "no connection driver" in text.lower():
         return ConnectFailure("bad_uri", f"libvirt has no driver for {uri}: {text}. Check the URI's scheme and path.")
     if code in BAD_URI_ERRORS and "uri" in text.lower():
         return ConnectFailure("bad_uri", f"{uri} is not a URI libvirt accepts: {text}.")
-    return ConnectFailure("unreachable", f"Cannot reach {uri}: {text}. Check that the host is up and libvirtd listens there.")
+    return ConnectFailure(
+        "unreachable",
+        f"Cannot reach {uri} ({text}). Check that the host name and port are right, the host is up, "
+        "and libvirtd runs there and listens for this kind of connection.",
+    )
 
 
 def _open(uri: str, timeout: float) -> libvirt.virConnect:
@@ -70,20 +79,33 @@ def _open(uri: str, timeout: float) -> libvirt.virConnect:
     if problem:
         raise ConnectFailure("bad_uri", problem)
     outcome: dict = {}
+    lock = threading.Lock()
 
     def attempt() -> None:
         try:
-            outcome["conn"] = libvirt.open(uri)
+            conn = libvirt.open(uri)
         except libvirt.libvirtError as error:
             outcome["error"] = error
+            return
+        with lock:
+            if outcome.get("abandoned"):
+                conn.close()  # the caller gave up waiting; do not leak the late connection
+            else:
+                outcome["conn"] = conn
 
     # libvirt.open has no timeout of its own; a host that accepts TCP and then says
     # nothing would hang the caller (a web request or the sync loop) forever.
     thread = threading.Thread(target=attempt, daemon=True, name=f"libvirt-open {uri}")
     thread.start()
     thread.join(timeout)
-    if thread.is_alive():
-        raise ConnectFailure("timeout", f"{uri} did not answer within {timeout:g} s. Check the host and any firewall between us.")
+    with lock:
+        if "conn" not in outcome and "error" not in outcome:
+            outcome["abandoned"] = True
+            raise ConnectFailure(
+                "timeout",
+                f"{uri} did not answer within {timeout:g} s. Check that the host is up, that no firewall "
+                "silently drops the connection, and that the port belongs to a libvirtd that is not hung.",
+            )
     if "error" in outcome:
         raise _classify(uri, outcome["error"])
     return outcome["conn"]
@@ -157,9 +179,11 @@ class HostConnection:
         """All domains with disks and chains, in a bounded number of bulk calls.
 
         `known` maps uuid → stats signature from the previous sync; a domain whose
-        signature is unchanged keeps its stored disks (DomainRecord.disks is None-like
-        empty and `unchanged` lists it), so only new or changed domains cost an XML read.
-        `force` reads every domain's XML.
+        signature is unchanged comes back with `disks=None` (keep what is stored), so only
+        new or changed domains cost an XML read. `force` reads every domain's XML.
+        Cost: 3 × listAllDomains + 1 × getAllDomainStats + the facts calls + one XMLDesc
+        per re-read domain (no bulk call returns disk bus, format or mirror) + one
+        blockJobInfo per mirror job found in those XMLs (for cur/end).
         """
         conn = self.conn
         known = known or {}
@@ -176,18 +200,17 @@ class HostConnection:
             )
         }
         inventory = Inventory(facts=self.facts())
-        unchanged: list[str] = []
         for dom in domains:
             uuid = dom.UUIDString()
             values = stats.get(uuid, {})
             signature = domxml.stats_signature(values)
             state = DOMAIN_STATES.get(values.get("state.state"), "nostate")
             if not force and known.get(uuid) == signature:
-                unchanged.append(uuid)
                 disks = None
             else:
                 xml = self._domain_xml(dom)
                 disks = domxml.merge_block_stats(domxml.parse_disks(xml), values) if xml else ()
+                disks = self._with_job_progress(dom, disks)
             inventory.domains.append(
                 DomainRecord(
                     uuid=uuid,
@@ -202,6 +225,22 @@ class HostConnection:
         inventory.calls = self.calls - before
         return inventory
 
+    def _with_job_progress(self, dom: libvirt.virDomain, disks: tuple[DiskRecord, ...]) -> tuple[DiskRecord, ...]:
+        """Fill cur/end/bandwidth of the jobs the XML shows (<mirror>): one call per job, not per disk."""
+        if not any(disk.job for disk in disks):
+            return disks
+        return tuple(self._job_progress(dom, disk) if disk.job else disk for disk in disks)
+
+    def _job_progress(self, dom: libvirt.virDomain, disk: DiskRecord) -> DiskRecord:
+        try:
+            info = self._call(dom.blockJobInfo, disk.target, libvirt.VIR_DOMAIN_BLOCK_JOB_INFO_BANDWIDTH_BYTES)
+        except LibvirtFailure:
+            return disk  # the domain or the job ended after the XML read; keep what the XML said
+        if not info:
+            return disk
+        job = replace(disk.job, cur=info.get("cur", 0), end=info.get("end", 0), bandwidth=info.get("bandwidth", 0))
+        return replace(disk, job=job)
+
     def _domain_xml(self, dom: libvirt.virDomain) -> str:
         try:
             return self._call(dom.XMLDesc, 0)
@@ -214,3 +253,273 @@ class HostConnection:
 
 def open_host(uri: str, timeout: float = 10.0) -> HostConnection:
     return HostConnection(uri, timeout)
+
+
+# =====================================================================================
+# Block jobs (migration engine). Everything below is used by blockmig.engine/preflight.
+# =====================================================================================
+
+import os  # noqa: E402
+import posixpath  # noqa: E402
+import xml.etree.ElementTree as ET  # noqa: E402
+from urllib.parse import urlsplit  # noqa: E402
+
+from hosts.records import BlockJobInfo, DiskRecord  # noqa: E402
+
+# BLOCK_JOB_2 statuses, by name, so callers never see libvirt's numbers.
+JOB_EVENT_NAMES = {
+    libvirt.VIR_DOMAIN_BLOCK_JOB_COMPLETED: "completed",
+    libvirt.VIR_DOMAIN_BLOCK_JOB_FAILED: "failed",
+    libvirt.VIR_DOMAIN_BLOCK_JOB_CANCELED: "canceled",
+    libvirt.VIR_DOMAIN_BLOCK_JOB_READY: "ready",
+}
+JOB_TYPE_NAMES = {
+    libvirt.VIR_DOMAIN_BLOCK_JOB_TYPE_PULL: "pull",
+    libvirt.VIR_DOMAIN_BLOCK_JOB_TYPE_COPY: "copy",
+    libvirt.VIR_DOMAIN_BLOCK_JOB_TYPE_COMMIT: "commit",
+    libvirt.VIR_DOMAIN_BLOCK_JOB_TYPE_ACTIVE_COMMIT: "active-commit",
+}
+
+_event_loop_lock = threading.Lock()
+_event_loop_started = False
+
+
+def ensure_event_loop() -> None:
+    """Register libvirt's default event implementation and run it in a daemon thread.
+
+    Must happen before the connection that wants events is opened; idempotent per process.
+    """
+    global _event_loop_started
+    with _event_loop_lock:
+        if _event_loop_started:
+            return
+        libvirt.virEventRegisterDefaultImpl()
+
+        def run() -> None:
+            while True:
+                libvirt.virEventRunDefaultImpl()
+
+        threading.Thread(target=run, daemon=True, name="libvirt-events").start()
+        _event_loop_started = True
+
+
+def uri_is_local(uri: str) -> bool:
+    """True when the hypervisor's files are this machine's files (no remote host in the URI)."""
+    parts = urlsplit(uri)
+    return parts.scheme in ("qemu", "qemu+unix") and not parts.hostname
+
+
+def disk_source_xml(path: str, fmt: str) -> str:
+    """The <disk> a block copy writes to."""
+    disk = ET.Element("disk", type="file", device="disk")
+    ET.SubElement(disk, "driver", name="qemu", type=fmt)
+    ET.SubElement(disk, "source", file=path)
+    return ET.tostring(disk, encoding="unicode")
+
+
+def retarget_definition(domain_xml: str, moves: dict[str, tuple[str, str]]) -> str:
+    """The inactive XML with each moved disk (target → (path, format)) pointing at its copy."""
+    root = ET.fromstring(domain_xml)
+    for disk in root.findall("./devices/disk"):
+        target = disk.find("target")
+        if target is None or target.get("dev") not in moves:
+            continue
+        path, fmt = moves[target.get("dev")]
+        disk.set("type", "file")
+        for stale in disk.findall("backingStore") + disk.findall("source"):
+            disk.remove(stale)
+        driver = disk.find("driver")
+        if driver is None:
+            driver = ET.SubElement(disk, "driver", name="qemu")
+        driver.set("type", fmt)
+        source = ET.Element("source", file=path)
+        disk.insert(list(disk).index(driver) + 1, source)
+    return ET.tostring(root, encoding="unicode")
+
+
+class BlockJobHost(HostConnection):
+    """A connection that runs and watches block jobs. Opened with the event loop running
+    so BLOCK_JOB_2 events reach `watch`."""
+
+    def __enter__(self) -> "BlockJobHost":
+        ensure_event_loop()
+        super().__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for callback_id in getattr(self, "_callbacks", []):
+            try:
+                self.conn.domainEventDeregisterAny(callback_id)
+            except (libvirt.libvirtError, AttributeError):
+                pass
+        self._callbacks = []
+        super().__exit__(*exc)
+
+    @property
+    def is_local(self) -> bool:
+        return uri_is_local(self.uri)
+
+    # -- looking ----------------------------------------------------------------------
+
+    def domain(self, uuid: str) -> libvirt.virDomain:
+        return self._call(self.conn.lookupByUUIDString, uuid)
+
+    def domain_state(self, uuid: str) -> str:
+        state, _reason = self._call(self.domain(uuid).state)
+        return DOMAIN_STATES.get(state, "nostate")
+
+    def is_persistent(self, uuid: str) -> bool:
+        return bool(self._call(self.domain(uuid).isPersistent))
+
+    def live_xml(self, uuid: str) -> str:
+        return self._call(self.domain(uuid).XMLDesc, 0)
+
+    def inactive_xml(self, uuid: str) -> str:
+        return self._call(self.domain(uuid).XMLDesc, libvirt.VIR_DOMAIN_XML_INACTIVE)
+
+    def live_disks(self, uuid: str) -> dict[str, DiskRecord]:
+        return {d.target: d for d in domxml.parse_disks(self.live_xml(uuid))}
+
+    def inactive_disks(self, uuid: str) -> dict[str, DiskRecord]:
+        return {d.target: d for d in domxml.parse_disks(self.inactive_xml(uuid))}
+
+    def job(self, uuid: str, target: str, disks: dict[str, DiskRecord] | None = None) -> BlockJobInfo | None:
+        """The block job on a disk, whoever started it: libvirt's job info plus the live
+        XML's <mirror> (which says whether a copy is ready)."""
+        info = self._call(self.domain(uuid).blockJobInfo, target, 0)
+        if not info:
+            return None
+        disks = disks if disks is not None else self.live_disks(uuid)
+        mirror = disks[target].job if target in disks else None
+        return BlockJobInfo(
+            type=JOB_TYPE_NAMES.get(info.get("type"), "unknown"),
+            cur=info.get("cur", 0),
+            end=info.get("end", 0),
+            bandwidth=info.get("bandwidth", 0),
+            mirror_path=mirror.mirror_path if mirror else "",
+            mirror_format=mirror.mirror_format if mirror else "",
+            ready=bool(mirror and mirror.ready),
+        )
+
+    def supports_transient_job(self) -> bool:
+        return self._call(self.conn.getType) == "QEMU" and self._call(self.conn.getLibVersion) >= TRANSIENT_JOB_SINCE
+
+    def supports_sync_writes(self) -> bool:
+        return (
+            self._call(self.conn.getType) == "QEMU"
+            and self._call(self.conn.getLibVersion) >= SYNCHRONOUS_WRITES_SINCE
+            and self._call(self.conn.getVersion) >= QEMU_WRITE_BLOCKING_SINCE
+        )
+
+    def path_exists(self, path: str) -> bool | None:
+        """Whether a file exists on the host. Local hosts: the filesystem; remote hosts: a
+        storage volume with that path; None when a remote host cannot tell."""
+        if self.is_local:
+            return os.path.lexists(path)
+        try:
+            self.conn.storageVolLookupByPath(path)
+            return True
+        except libvirt.libvirtError:
+            return None
+
+    def directory_exists(self, path: str) -> bool | None:
+        """Whether a directory exists on the host; for remote hosts only when a storage pool
+        targets it, else None (unknown)."""
+        if self.is_local:
+            return os.path.isdir(path)
+        for pool in self._call(self.conn.listAllStoragePools, 0):
+            try:
+                target = ET.fromstring(pool.XMLDesc(0)).findtext("./target/path", "")
+            except libvirt.libvirtError:
+                continue
+            if posixpath.normpath(target) == posixpath.normpath(path):
+                return True
+        return None
+
+    def remove_file(self, path: str) -> None:
+        """Delete a destination blockmig created (local: unlink; remote: its storage volume)."""
+        if self.is_local:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            return
+        try:
+            self.conn.storageVolLookupByPath(path).delete(0)
+        except libvirt.libvirtError as error:
+            raise LibvirtFailure(f"Could not remove {path}: {error.get_error_message()}") from error
+
+    # -- acting -----------------------------------------------------------------------
+
+    def block_copy(
+        self,
+        uuid: str,
+        target: str,
+        destination: str,
+        *,
+        dest_format: str,
+        shallow: bool,
+        reuse: bool,
+        transient_job: bool,
+        synchronous_writes: bool,
+        bandwidth_bytes: int = 0,
+        granularity: int | None = None,
+        buf_size: int | None = None,
+    ) -> None:
+        flags = 0
+        if shallow:
+            flags |= libvirt.VIR_DOMAIN_BLOCK_COPY_SHALLOW
+        if reuse:
+            flags |= libvirt.VIR_DOMAIN_BLOCK_COPY_REUSE_EXT
+        if transient_job:
+            flags |= libvirt.VIR_DOMAIN_BLOCK_COPY_TRANSIENT_JOB
+        if synchronous_writes:
+            flags |= libvirt.VIR_DOMAIN_BLOCK_COPY_SYNCHRONOUS_WRITES
+        params: dict = {}
+        if bandwidth_bytes:
+            params[libvirt.VIR_DOMAIN_BLOCK_COPY_BANDWIDTH] = int(bandwidth_bytes)
+        if granularity:
+            params[libvirt.VIR_DOMAIN_BLOCK_COPY_GRANULARITY] = int(granularity)
+        if buf_size:
+            params[libvirt.VIR_DOMAIN_BLOCK_COPY_BUF_SIZE] = int(buf_size)
+        self._call(self.domain(uuid).blockCopy, target, disk_source_xml(destination, dest_format), params, flags)
+
+    def set_speed(self, uuid: str, target: str, bandwidth_mib: int) -> None:
+        self._call(self.domain(uuid).blockJobSetSpeed, target, int(bandwidth_mib), 0)
+
+    def cancel_job(self, uuid: str, target: str) -> None:
+        """Stop a copy without pivoting: the guest stays on its source."""
+        self._call(self.domain(uuid).blockJobAbort, target, 0)
+
+    def pivot(self, uuid: str, target: str) -> None:
+        """Switch the guest to the copy; libvirt refuses unless the mirror is ready."""
+        self._call(self.domain(uuid).blockJobAbort, target, libvirt.VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT)
+
+    def undefine(self, uuid: str) -> None:
+        """Make a running persistent domain transient (the old blockcopy procedure)."""
+        dom = self.domain(uuid)
+        try:
+            self._call(dom.undefineFlags, libvirt.VIR_DOMAIN_UNDEFINE_KEEP_NVRAM)
+        except LibvirtFailure:
+            self._call(dom.undefine)
+
+    def define(self, domain_xml: str) -> None:
+        self._call(self.conn.defineXML, domain_xml)
+
+    def watch(self, uuid: str, on_event) -> None:
+        """Call on_event(target, job_type, status) for every BLOCK_JOB_2 event of a domain,
+        from libvirt's event thread. status is completed/failed/canceled/ready."""
+        if not hasattr(self, "_callbacks"):
+            self._callbacks = []
+
+        def callback(_conn, _dom, disk, job_type, status, _opaque):
+            on_event(disk, JOB_TYPE_NAMES.get(job_type, "unknown"), JOB_EVENT_NAMES.get(status, str(status)))
+
+        callback_id = self._call(
+            self.conn.domainEventRegisterAny, self.domain(uuid), libvirt.VIR_DOMAIN_EVENT_ID_BLOCK_JOB_2, callback, None
+        )
+        self._callbacks.append(callback_id)
+
+
+def open_block_jobs(uri: str, timeout: float = 10.0) -> BlockJobHost:
+    return BlockJobHost(uri, timeout)

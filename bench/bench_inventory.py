@@ -1,0 +1,169 @@
+"""Inventory sync at 1,000 and 10,000 test-driver domains, against bare libvirt in the same run.
+
+    .venv/bin/python bench/bench_inventory.py [--sizes 1000 10000]
+
+(a) bare: the libvirt calls blockmig's sync makes, with nothing done to the answers
+    (open, host facts, listAllDomains x3, getAllDomainStats, and XMLDesc per domain for
+    a first sync; without the XMLDesc reads for a steady-state resync).
+(b) blockmig: hypervisor_sync end to end (libvirt + parsing + database), first sync and
+    steady-state resync, with the number of libvirt calls and SQL queries.
+(c) the hypervisor detail page (its domain list) rendered for a logged-in superuser:
+    time and SQL queries.
+Uses a throwaway SQLite database in a temp dir; never touches var/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ["BLOCKMIG_VAR_DIR"] = tempfile.mkdtemp(prefix="blockmig-bench-")
+atexit.register(shutil.rmtree, os.environ["BLOCKMIG_VAR_DIR"], ignore_errors=True)
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "blockmig.settings")
+os.environ.setdefault("BLOCKMIG_LOG_LEVEL", "ERROR")
+
+import django  # noqa: E402
+
+django.setup()
+
+# The baseline must be libvirt itself, so (only) this benchmark imports it beside the adapter.
+import libvirt  # noqa: E402
+from django.contrib.auth import get_user_model  # noqa: E402
+from django.core.management import call_command  # noqa: E402
+from django.db import connection  # noqa: E402
+from django.test import Client  # noqa: E402
+from django.test.utils import CaptureQueriesContext  # noqa: E402
+from django.urls import NoReverseMatch, reverse  # noqa: E402
+
+from hosts.models import Hypervisor  # noqa: E402
+from hosts.sync import hypervisor_sync  # noqa: E402
+from hosts.testnode import node_uri, write_node  # noqa: E402
+
+libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+
+
+def timed(fn, repeat: int = 1) -> float:
+    """Best of `repeat` wall-clock runs, in seconds (the least disturbed by a noisy machine)."""
+    best = float("inf")
+    for _ in range(repeat):
+        started = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def bare_libvirt(uri: str, read_xml: bool) -> None:
+    conn = libvirt.open(uri)
+    try:
+        conn.getType(), conn.getLibVersion(), conn.getVersion(), conn.getHostname()
+        domains = conn.listAllDomains(0)
+        conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT)
+        conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_AUTOSTART)
+        conn.getAllDomainStats(
+            libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_BLOCK,
+            libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_BACKING,
+        )
+        if read_xml:
+            for dom in domains:
+                dom.XMLDesc(0)
+    finally:
+        conn.close()
+
+
+def measured_sync(hypervisor: Hypervisor, force: bool = False):
+    with CaptureQueriesContext(connection) as queries:
+        result = hypervisor_sync(hypervisor, force=force)
+    assert result.ok, result.error
+    return result, len(queries)
+
+
+def bench_size(count: int, directory: Path, repeat: int) -> dict:
+    node = directory / f"node-{count}.xml"
+    write_node(node, count)
+    uri = node_uri(node)
+    row = {"domains": count}
+    row["bare_first"] = timed(lambda: bare_libvirt(uri, read_xml=True), repeat)
+    row["bare_steady"] = timed(lambda: bare_libvirt(uri, read_xml=False), repeat)
+
+    hypervisor = Hypervisor.objects.create(name=f"bench-{count}", uri=uri)
+    first, row["q_first"] = measured_sync(hypervisor)
+    row["sync_first"], row["calls_first"] = first.duration, first.libvirt_calls
+    steady_runs = [measured_sync(hypervisor) for _ in range(repeat)]
+    row["sync_steady"] = min(result.duration for result, _ in steady_runs)
+    row["calls_steady"], row["q_steady"] = steady_runs[0][0].libvirt_calls, steady_runs[0][1]
+    forced, row["q_forced"] = measured_sync(hypervisor, force=True)
+    row["sync_forced"] = forced.duration
+    row["page"] = page_cost(hypervisor, repeat)
+    return row
+
+
+def page_cost(hypervisor: Hypervisor, repeat: int) -> tuple[float, int] | None:
+    """(seconds, SQL queries) for the hypervisor detail page, or None if it does not exist yet."""
+    try:
+        url = reverse("hypervisor_detail", kwargs={"name": hypervisor.name})
+    except NoReverseMatch:
+        return None
+    user = get_user_model().objects.filter(username="bench").first() or get_user_model().objects.create_superuser(
+        "bench", "bench@example.org", "bench"
+    )
+    client = Client()
+    client.force_login(user)
+    response = client.get(url)  # warm template caches and the session
+    if response.status_code != 200:
+        return None
+    samples = []
+    for _ in range(repeat):
+        with CaptureQueriesContext(connection) as queries:
+            started = time.perf_counter()
+            client.get(url)
+            samples.append(time.perf_counter() - started)
+    return statistics.median(samples), len(queries)
+
+
+def print_table(rows: list[dict]) -> None:
+    print()
+    print("inventory sync (seconds; ratio = blockmig / bare libvirt, same run)")
+    print(f"{'domains':>8} | {'bare 1st':>8} {'sync 1st':>8} {'ratio':>6} | {'bare ss':>8} {'sync ss':>8} {'ratio':>6} | "
+          f"{'forced':>7} | {'calls 1st/ss':>12} | {'SQL 1st/ss/forced':>17}")
+    for r in rows:
+        print(
+            f"{r['domains']:>8} | {r['bare_first']:8.3f} {r['sync_first']:8.3f} {r['sync_first'] / r['bare_first']:6.1f} | "
+            f"{r['bare_steady']:8.3f} {r['sync_steady']:8.3f} {r['sync_steady'] / r['bare_steady']:6.1f} | "
+            f"{r['sync_forced']:7.3f} | {r['calls_first']:>5}/{r['calls_steady']:<6} | "
+            f"{r['q_first']:>5}/{r['q_steady']}/{r['q_forced']}"
+        )
+    print()
+    print("hypervisor detail page (domain list, logged-in superuser)")
+    for r in rows:
+        if r["page"] is None:
+            print(f"{r['domains']:>8} | page not available yet")
+        else:
+            seconds, queries = r["page"]
+            print(f"{r['domains']:>8} | {seconds * 1000:7.1f} ms | {queries} SQL queries")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    call_command("migrate", verbosity=0)
+    directory = Path(os.environ["BLOCKMIG_VAR_DIR"])
+    rows = []
+    for count in args.sizes:
+        print(f"benchmarking {count} domains ...", flush=True)
+        rows.append(bench_size(count, directory, args.repeat))
+    print_table(rows)
+
+
+if __name__ == "__main__":
+    main()

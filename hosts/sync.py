@@ -1,0 +1,238 @@
+"""hypervisor_sync: read one hypervisor through the adapter and store what it says.
+
+Cost is bounded on both sides. libvirt: a constant number of bulk calls plus one XML read
+per new or changed domain (see HostConnection.inventory). Database: a constant number of
+statements per sync, whatever the number of domains, because every write is a bulk
+statement; only hosts with tens of thousands of rows split a statement into chunks.
+A host that cannot be read keeps its last-known rows; the failure is recorded beside them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Model
+from django.utils import timezone
+
+from hosts import models
+from hosts.adapter import ConnectFailure, HostConnection, LibvirtFailure
+from hosts.records import DiskRecord, DomainRecord, HostFacts, Inventory
+
+logger = logging.getLogger(__name__)
+
+DOMAIN_FIELDS = ("name", "state", "persistent", "autostart", "signature")
+DISK_FIELDS = (
+    "bus", "device", "type", "format", "source", "readonly",
+    "job_type", "job_cur", "job_end", "job_mirror_path", "job_ready",
+)
+FACT_FIELDS = (
+    "hostname", "driver", "libvirt_version", "hypervisor_version", "virt_type",
+    "supports_transient_job", "supports_sync_writes",
+)
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    ok: bool
+    error: str = ""
+    domains_seen: int = 0
+    domains_reread: int = 0  # domains whose XML was read (new, changed, or all when forced)
+    libvirt_calls: int = 0  # round trips, the connection's open included
+    duration: float = 0.0  # seconds, libvirt and database together
+
+
+def hypervisor_sync(hypervisor: models.Hypervisor, *, force: bool = False) -> SyncResult:
+    """Bring the stored inventory of `hypervisor` in line with what libvirt reports now.
+
+    Never raises for a host that cannot be reached or refuses: the result says so and the
+    hypervisor row carries the error, while its domains keep their last-known data.
+    """
+    started = time.perf_counter()
+    known = _known_signatures(hypervisor)
+    host = HostConnection(hypervisor.uri, timeout=settings.BLOCKMIG_CONNECT_TIMEOUT)
+    try:
+        with host:
+            inventory = host.inventory(known=known, force=force)
+    except (ConnectFailure, LibvirtFailure) as failure:
+        message = getattr(failure, "message", None) or str(failure)
+        _record_failure(hypervisor, message)
+        logger.warning("sync of %s failed: %s", hypervisor.name, message)
+        return SyncResult(ok=False, error=message, libvirt_calls=host.calls, duration=time.perf_counter() - started)
+    _store(hypervisor, inventory)
+    reread = sum(1 for d in inventory.domains if d.disks is not None)
+    return SyncResult(
+        ok=True,
+        domains_seen=len(inventory.domains),
+        domains_reread=reread,
+        libvirt_calls=host.calls,
+        duration=time.perf_counter() - started,
+    )
+
+
+def _known_signatures(hypervisor: models.Hypervisor) -> dict[str, str]:
+    """uuid → stats signature of the domains whose stored disks may be kept as they are.
+
+    Domains with a block job are left out so that they are read again every sync: a
+    mirror turning ready, and a job's progress, do not change the bulk stats.
+    """
+    known = dict(models.Domain.objects.filter(hypervisor=hypervisor).values_list("uuid", "signature"))
+    with_jobs = models.Disk.objects.filter(domain__hypervisor=hypervisor).exclude(job_type="")
+    for uuid in with_jobs.values_list("domain__uuid", flat=True):
+        known.pop(uuid, None)
+    return known
+
+
+def _record_failure(hypervisor: models.Hypervisor, message: str) -> None:
+    hypervisor.last_sync_attempt_at = timezone.now()
+    hypervisor.last_sync_error = message
+    hypervisor.save(update_fields=["last_sync_attempt_at", "last_sync_error"])
+
+
+@transaction.atomic
+def _store(hypervisor: models.Hypervisor, inventory: Inventory) -> None:
+    now = timezone.now()
+    # Read again inside the transaction: another sync of this host may have committed
+    # since `known` was read, and this is the state the writes below must build on.
+    stored = {
+        row[0]: row[1:]
+        for row in models.Domain.objects.filter(hypervisor=hypervisor).values_list("uuid", "id", *DOMAIN_FIELDS)
+    }
+    seen = {record.uuid for record in inventory.domains}
+    _delete_in_chunks(models.Domain, [row[0] for uuid, row in stored.items() if uuid not in seen])
+    ids = _upsert_domains(hypervisor, inventory, stored, now)
+    reread = [(ids[d.uuid], d.disks) for d in inventory.domains if d.disks is not None]
+    previously_stored = {ids[d.uuid] for d in inventory.domains if d.disks is not None and d.uuid in stored}
+    _replace_disks(reread, previously_stored)
+    # One statement says "seen in this sync" for every domain of the host.
+    models.Domain.objects.filter(hypervisor=hypervisor).update(synced_at=now)
+    _store_facts(hypervisor, inventory.facts, now)
+
+
+def _upsert_domains(
+    hypervisor: models.Hypervisor, inventory: Inventory, stored: dict[str, tuple], now: datetime
+) -> dict[str, int]:
+    """Insert new domains and update changed ones; return uuid → id for all of them."""
+    ids = {uuid: row[0] for uuid, row in stored.items()}
+    writes = []
+    for record in inventory.domains:
+        values = _domain_values(record, inventory.signatures.get(record.uuid, ""), record.uuid in stored)
+        row = stored.get(record.uuid)
+        if row is None or tuple(row[1:]) != values:
+            writes.append(models.Domain(hypervisor=hypervisor, uuid=record.uuid, synced_at=now, **dict(zip(DOMAIN_FIELDS, values))))
+    # An upsert rather than insert + update: one statement either way, and a concurrent
+    # sync that inserted the same domain first cannot make this one fail.
+    models.Domain.objects.bulk_create(
+        writes,
+        update_conflicts=True,
+        unique_fields=["hypervisor", "uuid"],
+        update_fields=[*DOMAIN_FIELDS, "synced_at"],
+    )
+    ids.update((domain.uuid, domain.pk) for domain in writes)
+    return ids
+
+
+def _domain_values(record: DomainRecord, signature: str, is_stored: bool) -> tuple:
+    if record.disks is None and not is_stored:
+        # Unchanged by the stats but not in the database (deleted under us): leave the
+        # signature empty so that the next sync reads its disks.
+        signature = ""
+    return (record.name, record.state, record.persistent, record.autostart, signature)
+
+
+def _replace_disks(reread: list[tuple[int, tuple[DiskRecord, ...]]], previously_stored: set[int]) -> None:
+    """Make the stored disks and chains of the re-read domains exactly what libvirt said.
+
+    Disk rows are updated in place (their ids stay stable for anything that points at
+    them); layers are derived data and are simply replaced.
+    """
+    wanted = {(domain_id, disk.target) for domain_id, disks in reread for disk in disks}
+    gone: list[int] = []
+    for chunk in _chunks(sorted(previously_stored)):
+        for disk_id, domain_id, target in models.Disk.objects.filter(domain_id__in=chunk).values_list("id", "domain_id", "target"):
+            if (domain_id, target) not in wanted:
+                gone.append(disk_id)
+        models.ChainLayer.objects.filter(disk__domain_id__in=chunk).delete()
+    _delete_in_chunks(models.Disk, gone)
+
+    rows = [(_disk_row(domain_id, disk), disk) for domain_id, disks in reread for disk in disks]
+    models.Disk.objects.bulk_create(
+        [row for row, _ in rows],
+        update_conflicts=True,
+        unique_fields=["domain", "target"],
+        update_fields=list(DISK_FIELDS),
+    )
+    models.ChainLayer.objects.bulk_create(
+        models.ChainLayer(
+            disk_id=row.pk,
+            depth=layer.depth,
+            path=layer.path,
+            format=layer.format,
+            type=layer.type,
+            capacity=layer.capacity,
+            allocation=layer.allocation,
+            missing=layer.missing,
+        )
+        for row, disk in rows
+        for layer in disk.chain
+    )
+
+
+def _disk_row(domain_id: int, disk: DiskRecord) -> models.Disk:
+    job = disk.job
+    return models.Disk(
+        domain_id=domain_id,
+        target=disk.target,
+        bus=disk.bus,
+        device=disk.device,
+        type=disk.type,
+        format=disk.format,
+        source=disk.source,
+        readonly=disk.readonly,
+        job_type=job.type if job else "",
+        job_cur=job.cur if job else 0,
+        job_end=job.end if job else 0,
+        job_mirror_path=job.mirror_path if job else "",
+        job_ready=job.ready if job else False,
+    )
+
+
+def _store_facts(hypervisor: models.Hypervisor, facts: HostFacts, now: datetime) -> None:
+    for name in FACT_FIELDS:
+        setattr(hypervisor, name, getattr(facts, name))
+    hypervisor.last_sync_attempt_at = now
+    hypervisor.last_sync_ok_at = now
+    hypervisor.last_sync_error = ""
+    # update_fields: an admin may have edited name/URI/roots while libvirt was being read.
+    hypervisor.save(update_fields=[*FACT_FIELDS, "last_sync_attempt_at", "last_sync_ok_at", "last_sync_error"])
+
+
+def _delete_in_chunks(model: type[Model], ids: Sequence[int]) -> None:
+    # Through the ORM's collector (not a raw DELETE): whatever else comes to point at these
+    # rows (migrations, audit) keeps its on_delete rules. Only deletions cost per-row work,
+    # and those are as rare as domains and disks that disappear.
+    for chunk in _chunks(ids):
+        model.objects.filter(id__in=chunk).delete()
+
+
+def _chunks(items: Sequence, size: int | None = None) -> Iterator[Sequence]:
+    """Slices small enough for the database's limit on parameters in one statement."""
+    size = size or _max_params()
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _max_params() -> int:
+    # SQLite builds differ (999 in old ones, 32766 or 250000 in newer); PostgreSQL
+    # reports None but its protocol stops at 65535 parameters.
+    return min(connection.features.max_query_params or 65535, 65535) - 100
+
+
+def hypervisors_to_sync() -> Iterable[models.Hypervisor]:
+    """The hypervisors the periodic sync visits."""
+    return models.Hypervisor.objects.filter(enabled=True).order_by("name")
