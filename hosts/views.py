@@ -1,5 +1,210 @@
-from django.shortcuts import render
+"""Inventory pages. Thin: reads come from hosts.selectors, layout from hosts.chain_picture,
+writes from hosts.sync and the hypervisor form."""
+
+from collections.abc import Callable
+from functools import wraps
+
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from hosts import selectors
+from hosts.chain_picture import picture_for_disk
+from hosts.forms import HypervisorForm
+from hosts.models import Disk, Hypervisor
+from hosts.roles import ROLE_PERMISSIONS
+
+DOMAINS_PER_PAGE = 50
+# The small chain pictures on the domain page fold long chains into a "more layers" box.
+MINI_PICTURE_ROWS = 4
+MINI_PICTURE_WIDTH = 340
+
+# Slots the migration engine fills by creating the first template of each list; until
+# it exists the page shows the second (an empty state). The full page context is passed.
+DASHBOARD_MIGRATIONS = ["blockmig/_dashboard_migrations.html", "hosts/_no_migrations.html"]
+DOMAIN_ACTIONS = ["blockmig/_domain_actions.html", "hosts/_no_actions.html"]
+DISK_ACTIONS = ["blockmig/_disk_actions.html", "hosts/_no_actions.html"]
 
 
-def dashboard(request):
-    return render(request, "dashboard.html")
+def roles_with(perm: str) -> list[str]:
+    return [role for role, perms in ROLE_PERMISSIONS.items() if perm in perms]
+
+
+def permission_required(perm: str) -> Callable:
+    """Like Django's permission_required(raise_exception=True), but the 403 page says which
+    role would have been enough. Anonymous users never get here: LoginRequiredMiddleware
+    sends them to the login page first."""
+    roles = roles_with(perm)
+    needed = " or ".join(roles) if roles else "a suitable"
+
+    def decorator(view: Callable) -> Callable:
+        @wraps(view)
+        def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+            if not request.user.has_perm(perm):
+                raise PermissionDenied(f"This needs the {needed} role.")
+            return view(request, *args, **kwargs)
+
+        wrapped.required_permission = perm
+        return wrapped
+
+    return decorator
+
+
+def wants_fragment(request: HttpRequest) -> bool:
+    """htmx asked for a piece of the page (not a boosted or history-restoring full page)."""
+    htmx = getattr(request, "htmx", None)
+    return bool(htmx) and not htmx.boosted and not htmx.history_restore_request
+
+
+@require_GET
+@permission_required("hosts.view_hypervisor")
+def dashboard(request: HttpRequest) -> HttpResponse:
+    context = {
+        "hypervisors": selectors.hypervisors_with_counts(),
+        "totals": selectors.inventory_totals(),
+        "migrations_panel": DASHBOARD_MIGRATIONS,
+    }
+    if request.user.has_perm("blockmig.view_migration"):
+        from blockmig.selectors import migration_dashboard  # the engine's read, for its panel
+
+        context["migration_dashboard"] = migration_dashboard()
+    return render(request, "dashboard.html", context)
+
+
+@require_GET
+@permission_required("hosts.view_hypervisor")
+def hypervisor_list(request: HttpRequest) -> HttpResponse:
+    return render(request, "hosts/hypervisor_list.html", {"hypervisors": selectors.hypervisors_with_counts()})
+
+
+@require_GET
+@permission_required("hosts.view_hypervisor")
+def hypervisor_detail(request: HttpRequest, name: str) -> HttpResponse:
+    hypervisor = selectors.hypervisor_by_name(name)
+    query = request.GET.get("q", "").strip()
+    page = Paginator(selectors.hypervisor_domains(hypervisor, query), DOMAINS_PER_PAGE).get_page(request.GET.get("page"))
+    context = {"hypervisor": hypervisor, "q": query, "page": page}
+    template = "hosts/hypervisor_detail.html"
+    if wants_fragment(request):
+        template += "#domain_table"
+    return render(request, template, context)
+
+
+@require_POST
+@permission_required("hosts.change_domain")
+def hypervisor_refresh(request: HttpRequest, name: str) -> HttpResponse:
+    hypervisor = selectors.hypervisor_by_name(name)
+    try:
+        from hosts.sync import hypervisor_sync  # written alongside; imported late on purpose
+    except ImportError:
+        messages.error(request, "Sync is not available in this build.")
+        return _back(request, hypervisor)
+    result = hypervisor_sync(hypervisor, force=True)
+    if result.ok:
+        messages.success(request, f"{hypervisor.name} synced just now.")
+    else:
+        messages.error(request, f"Sync of {hypervisor.name} failed: {result.error} The last-known data is still shown.")
+    return _back(request, hypervisor)
+
+
+def _back(request: HttpRequest, hypervisor: Hypervisor) -> HttpResponse:
+    target = request.POST.get("next", "")
+    if target and url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}):
+        return redirect(target)
+    return redirect("hypervisor_detail", name=hypervisor.name)
+
+
+@require_http_methods(["GET", "POST"])
+@permission_required("hosts.add_hypervisor")
+def hypervisor_add(request: HttpRequest) -> HttpResponse:
+    form = HypervisorForm(request.POST or None, user=request.user)
+    if request.method == "POST" and form.is_valid():
+        hypervisor = _save_hypervisor(request, form, was_auto_pivot=False)
+        messages.success(request, _connected_message(hypervisor, "Added"))
+        return redirect("hypervisor_detail", name=hypervisor.name)
+    return render(request, "hosts/hypervisor_form.html", {"form": form, "hypervisor": None})
+
+
+@require_http_methods(["GET", "POST"])
+@permission_required("hosts.change_hypervisor")
+def hypervisor_edit(request: HttpRequest, name: str) -> HttpResponse:
+    hypervisor = selectors.hypervisor_by_name(name)
+    was_auto_pivot = hypervisor.auto_pivot
+    form = HypervisorForm(request.POST or None, instance=hypervisor, user=request.user)
+    if request.method == "POST" and form.is_valid():
+        hypervisor = _save_hypervisor(request, form, was_auto_pivot=was_auto_pivot)
+        messages.success(request, _connected_message(hypervisor, "Saved") if form.facts else f"Saved {hypervisor.name}.")
+        return redirect("hypervisor_detail", name=hypervisor.name)
+    # The name in the URL, not a half-edited one from the form.
+    hypervisor.name = name
+    return render(request, "hosts/hypervisor_form.html", {"form": form, "hypervisor": hypervisor})
+
+
+def _save_hypervisor(request: HttpRequest, form: HypervisorForm, *, was_auto_pivot: bool) -> Hypervisor:
+    with transaction.atomic():
+        hypervisor = form.save(commit=False)
+        wanted = hypervisor.auto_pivot
+        hypervisor.auto_pivot = was_auto_pivot
+        hypervisor.save()
+        if "auto_pivot" in form.fields and wanted != was_auto_pivot:
+            _set_auto_pivot(request, hypervisor, wanted)
+    return hypervisor
+
+
+def _set_auto_pivot(request: HttpRequest, hypervisor: Hypervisor, enabled: bool) -> None:
+    """Auto-pivot is a policy the audit must record, so it goes through the engine's action."""
+    from blockmig.lifecycle import hypervisor_set_auto_pivot  # the engine imports hosts
+
+    hypervisor_set_auto_pivot(hypervisor=hypervisor, user=request.user, enabled=enabled)
+
+
+def _connected_message(hypervisor: Hypervisor, verb: str) -> str:
+    facts = f"{hypervisor.driver} {hypervisor.hypervisor_version}, libvirt {hypervisor.libvirt_version}, {hypervisor.virt_type}"
+    return f"{verb} {hypervisor.name}: connected ({facts}). Its domains appear after the next sync, or press Refresh now."
+
+
+@require_GET
+@permission_required("hosts.view_domain")
+def domain_detail(request: HttpRequest, name: str, uuid: str) -> HttpResponse:
+    hypervisor = selectors.hypervisor_by_name(name)
+    domain = selectors.domain_with_disks(hypervisor, uuid)
+    owners = selectors.blockmig_jobs(hypervisor, domain.uuid)
+    disks = list(domain.disks.all())
+    for disk in disks:
+        disk.picture = picture_for_disk(disk, max_rows=MINI_PICTURE_ROWS, box_width=MINI_PICTURE_WIDTH)
+        disk.migration_id = owners.get(disk.target)
+    context = {"hypervisor": hypervisor, "domain": domain, "disks": disks, "domain_actions_panel": DOMAIN_ACTIONS}
+    return render(request, "hosts/domain_detail.html", context)
+
+
+@require_GET
+@permission_required("hosts.view_disk")
+def disk_detail(request: HttpRequest, name: str, uuid: str, target: str) -> HttpResponse:
+    hypervisor = selectors.hypervisor_by_name(name)
+    disk = selectors.disk_with_chain(hypervisor, uuid, target)
+    disk.migration_id = selectors.blockmig_jobs(hypervisor, disk.domain.uuid).get(disk.target)
+    context = {
+        "hypervisor": hypervisor,
+        "domain": disk.domain,
+        "disk": disk,
+        "picture": picture_for_disk(disk),
+        "disk_actions_panel": DISK_ACTIONS,
+    }
+    return render(request, "hosts/disk_detail.html", context)
+
+
+def render_chain_picture(disk: Disk, *, oob: bool = False, request: HttpRequest | None = None) -> str:
+    """The disk's chain picture as HTML (element id chain-<disk pk>), for pushing over the
+    websocket; oob=True adds hx-swap-oob so htmx swaps it in by id."""
+    return render_to_string(
+        "hosts/disk_detail.html#chain_picture",
+        {"disk": disk, "picture": picture_for_disk(disk), "oob": oob},
+        request=request,
+    )
+

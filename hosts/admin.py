@@ -1,0 +1,80 @@
+"""Admins manage hypervisors here as well as on the inventory pages; domains, disks and
+chains are what the last sync saw, so the admin shows them read-only."""
+
+from django.contrib import admin
+
+from hosts.models import ChainLayer, Disk, Domain, Hypervisor
+
+
+@admin.register(Hypervisor)
+class HypervisorAdmin(admin.ModelAdmin):
+    list_display = ["name", "uri", "enabled", "auto_pivot", "health", "last_sync_ok_at"]
+    list_filter = ["enabled", "auto_pivot", "virt_type"]
+    search_fields = ["name", "uri", "hostname"]
+    # Facts come from the host; auto_pivot is an audited policy set on the hypervisor form.
+    readonly_fields = [
+        "auto_pivot",
+        "hostname",
+        "driver",
+        "libvirt_version",
+        "hypervisor_version",
+        "virt_type",
+        "supports_transient_job",
+        "supports_sync_writes",
+        "last_sync_attempt_at",
+        "last_sync_ok_at",
+        "last_sync_error",
+        "created_at",
+    ]
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class DiskInline(admin.TabularInline):
+    model = Disk
+    fields = ["target", "bus", "type", "format", "source", "job_type", "job_ready"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(Domain)
+class DomainAdmin(ReadOnlyAdmin):
+    list_display = ["name", "hypervisor", "state", "persistent", "autostart", "synced_at"]
+    list_filter = ["hypervisor", "state", "persistent"]
+    search_fields = ["name", "uuid"]
+    list_select_related = ["hypervisor"]
+    inlines = [DiskInline]
+
+
+class ChainLayerInline(admin.TabularInline):
+    model = ChainLayer
+    fields = ["depth", "path", "format", "capacity", "allocation", "missing"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(Disk)
+class DiskAdmin(ReadOnlyAdmin):
+    list_display = ["__str__", "bus", "type", "format", "source", "job_type"]
+    list_filter = ["type", "format", "bus"]
+    search_fields = ["domain__name", "source", "target"]
+    list_select_related = ["domain"]
+    inlines = [ChainLayerInline]
