@@ -19,6 +19,7 @@ from hosts.chain_picture import picture_for_disk
 from hosts.forms import HypervisorForm
 from hosts.models import Disk, Hypervisor
 from hosts.roles import ROLE_PERMISSIONS
+from hosts.sync import hypervisor_sync
 
 DOMAINS_PER_PAGE = 50
 # The small chain pictures on the domain page fold long chains into a "more layers" box.
@@ -100,11 +101,6 @@ def hypervisor_detail(request: HttpRequest, name: str) -> HttpResponse:
 @permission_required("hosts.change_domain")
 def hypervisor_refresh(request: HttpRequest, name: str) -> HttpResponse:
     hypervisor = selectors.hypervisor_by_name(name)
-    try:
-        from hosts.sync import hypervisor_sync  # written alongside; imported late on purpose
-    except ImportError:
-        messages.error(request, "Sync is not available in this build.")
-        return _back(request, hypervisor)
     result = hypervisor_sync(hypervisor, force=True)
     if result.ok:
         messages.success(request, f"{hypervisor.name} synced just now.")

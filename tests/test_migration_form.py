@@ -1,0 +1,331 @@
+"""The migration request form: defaults, refusals it makes without libvirt, and how the
+view hands a valid request to lifecycle.migration_request and shows its refusals."""
+
+import pytest
+from django.urls import reverse
+
+from blockmig import lifecycle
+from blockmig.errors import Refused
+from blockmig.forms import MigrationRequestForm, check_destination, suggested_destination
+from blockmig.models import AuditEvent, Migration
+from hosts.models import ChainLayer, Disk, Domain, Hypervisor
+
+ROOT = "/srv/images"
+UUID = "6f1c2d3e-0000-4000-8000-000000000001"
+
+
+@pytest.fixture(autouse=True)
+def fast_passwords(settings):
+    # The role users are created per test; the default hasher makes that seconds each.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def host(db):
+    return Hypervisor.objects.create(name="kvm01", uri="qemu+ssh://root@kvm01/system", allowed_roots=[ROOT, "/backups"])
+
+
+@pytest.fixture
+def domain(host):
+    domain = Domain.objects.create(hypervisor=host, uuid=UUID, name="testvm", state="running")
+    for target, source in (("vda", f"{ROOT}/snap2.qcow2"), ("vdb", f"{ROOT}/data.raw")):
+        disk = Disk.objects.create(domain=domain, target=target, format="qcow2", source=source)
+        ChainLayer.objects.create(disk=disk, depth=0, path=source, format="qcow2")
+    ChainLayer.objects.create(disk=Disk.objects.get(target="vda"), depth=1, path=f"{ROOT}/snap1.qcow2", format="qcow2")
+    return domain
+
+
+@pytest.fixture
+def disk_url(domain):
+    return reverse("migration_new_disk", args=[domain.hypervisor.name, domain.uuid, "vda"])
+
+
+@pytest.fixture
+def domain_url(domain):
+    return reverse("migration_new_domain", args=[domain.hypervisor.name, domain.uuid])
+
+
+@pytest.fixture
+def no_lifecycle(monkeypatch):
+    """Fail the test if the form lets a request through to the lifecycle."""
+
+    def refuse_call(**kwargs):
+        raise AssertionError(f"lifecycle.migration_request was called with {kwargs}")
+
+    monkeypatch.setattr(lifecycle, "migration_request", refuse_call)
+
+
+@pytest.fixture
+def captured(monkeypatch, users, host):
+    """Stand in for the engine: record the call, create the row it would create."""
+    calls = []
+
+    def fake_request(*, user, hypervisor, domain_uuid, disks, **options):
+        calls.append({"user": user, "hypervisor": hypervisor, "domain_uuid": domain_uuid, "disks": disks, **options})
+        return Migration.objects.create(hypervisor=hypervisor, domain_uuid=domain_uuid, domain_name="testvm", requested_by=user)
+
+    monkeypatch.setattr(lifecycle, "migration_request", fake_request)
+    return calls
+
+
+def post_disk(client, url, **fields):
+    data = {"destination": f"{ROOT}/copy.qcow2", "mode": "shallow", "dest_format": "qcow2", "bandwidth_mib": "0"}
+    data.update(fields)
+    return client.post(url, data)
+
+
+def field_errors(response, name):
+    return response.context["form"].errors.get(name, [])
+
+
+# ---- what the form offers -------------------------------------------------------------
+
+
+def test_defaults_suggest_copy_in_first_root_shallow_qcow2_unlimited(client_for, disk_url):
+    response = client_for("operator").get(disk_url)
+    assert response.status_code == 200
+    form = response.context["form"]
+    assert form["destination"].value() == f"{ROOT}/snap2-copy.qcow2"
+    assert form["mode"].value() == "shallow"
+    assert form["dest_format"].value() == "qcow2"
+    assert form["bandwidth_mib"].value() == 0
+    html = response.content.decode()
+    assert 'autofocus' in html and 'name="destination"' in html
+    assert "<details" in html and "Granularity" in html and "Buffer size" in html
+
+
+def test_roots_listed_with_free_space_unknown_on_a_remote_host(client_for, disk_url):
+    html = client_for("operator").get(disk_url).content.decode()
+    assert f"{ROOT}/" in html and "/backups/" in html
+    assert "free space unknown (remote host)" in html
+
+
+def test_free_space_shown_for_the_local_system_qemu(client_for, host, disk_url, tmp_path):
+    host.uri = "qemu:///system"
+    host.allowed_roots = [str(tmp_path)]
+    host.save()
+    html = client_for("operator").get(disk_url).content.decode()
+    assert " free" in html and "free space unknown" not in html
+
+
+def test_sync_writes_offered_only_where_the_host_supports_them(client_for, host, disk_url):
+    assert "synchronous_writes" not in client_for("operator").get(disk_url).context["form"].fields
+    host.supports_sync_writes = True
+    host.save()
+    assert "synchronous_writes" in client_for("operator").get(disk_url).context["form"].fields
+
+
+def test_viewer_gets_403_naming_the_operator_role(client_for, disk_url, domain_url):
+    for url in (disk_url, domain_url):
+        response = client_for("viewer").get(url)
+        assert response.status_code == 403
+        assert "operator role" in response.content.decode()
+
+
+def test_approver_cannot_post_a_request(client_for, disk_url, no_lifecycle):
+    response = post_disk(client_for("approver"), disk_url)
+    assert response.status_code == 403
+    assert not Migration.objects.exists()
+
+
+def test_unknown_disk_is_404(client_for, domain):
+    url = reverse("migration_new_disk", args=[domain.hypervisor.name, domain.uuid, "vdz"])
+    assert client_for("operator").get(url).status_code == 404
+
+
+# ---- refusals the form makes without libvirt, each its own test --------------------------
+
+
+def test_relative_destination_refused(client_for, disk_url, no_lifecycle):
+    response = post_disk(client_for("operator"), disk_url, destination="images/copy.qcow2")
+    assert field_errors(response, "destination") == [
+        "Give an absolute path (starting with /) inside one of the allowed roots."
+    ]
+    assert not Migration.objects.exists()
+
+
+def test_dotdot_in_destination_refused(client_for, disk_url, no_lifecycle):
+    response = post_disk(client_for("operator"), disk_url, destination=f"{ROOT}/../etc/copy.qcow2")
+    assert field_errors(response, "destination") == ["The path may not contain “..”: name the directory directly."]
+
+
+def test_destination_outside_roots_refused(client_for, disk_url, no_lifecycle):
+    response = post_disk(client_for("operator"), disk_url, destination="/var/lib/elsewhere/copy.qcow2")
+    assert field_errors(response, "destination") == [
+        f"/var/lib/elsewhere/copy.qcow2 is outside the allowed roots ({ROOT}, /backups)."
+    ]
+
+
+def test_destination_that_only_shares_a_prefix_with_a_root_refused(client_for, disk_url, no_lifecycle):
+    response = post_disk(client_for("operator"), disk_url, destination=f"{ROOT}-evil/copy.qcow2")
+    assert "is outside the allowed roots" in field_errors(response, "destination")[0]
+
+
+def test_destination_equal_to_source_refused(client_for, disk_url, no_lifecycle):
+    response = post_disk(client_for("operator"), disk_url, destination=f"{ROOT}/snap2.qcow2")
+    assert field_errors(response, "destination") == ["The destination is the disk's current source; choose a new file."]
+
+
+def test_host_without_roots_refused(client_for, host, disk_url, no_lifecycle):
+    host.allowed_roots = []
+    host.save()
+    response = post_disk(client_for("operator"), disk_url)
+    assert field_errors(response, "destination") == [
+        "This host has no allowed storage roots yet; an admin must add one to the hypervisor."
+    ]
+
+
+def test_negative_bandwidth_refused(client_for, disk_url, no_lifecycle):
+    response = post_disk(client_for("operator"), disk_url, bandwidth_mib="-5")
+    assert field_errors(response, "bandwidth_mib") == ["Bandwidth cannot be negative; use 0 for unlimited."]
+
+
+def test_bandwidth_not_a_number_refused(client_for, disk_url, no_lifecycle):
+    response = post_disk(client_for("operator"), disk_url, bandwidth_mib="fast")
+    assert field_errors(response, "bandwidth_mib") == ["Bandwidth must be a whole number of MiB/s (0 = unlimited)."]
+
+
+def test_shallow_raw_refused(client_for, disk_url, no_lifecycle):
+    response = post_disk(client_for("operator"), disk_url, mode="shallow", dest_format="raw")
+    assert field_errors(response, "dest_format") == [
+        "A shallow copy must be qcow2: raw cannot point at the backing chain. Choose qcow2, or a full copy."
+    ]
+
+
+def test_granularity_not_a_power_of_two_refused(client_for, disk_url, no_lifecycle):
+    response = post_disk(client_for("operator"), disk_url, granularity="1000")
+    assert field_errors(response, "granularity") == [
+        "Granularity must be a power of two from 512 B to 64 MiB (512, 1024, … 67108864)."
+    ]
+
+
+def test_granularity_below_512_refused(client_for, disk_url, no_lifecycle):
+    response = post_disk(client_for("operator"), disk_url, granularity="256")
+    assert "power of two from 512 B to 64 MiB" in field_errors(response, "granularity")[0]
+
+
+def test_errors_are_shown_beside_their_field(client_for, disk_url, no_lifecycle):
+    html = post_disk(client_for("operator"), disk_url, bandwidth_mib="-1").content.decode()
+    assert 'id="id_bandwidth_mib_error"' in html
+    assert 'aria-invalid="true"' in html
+    assert "Not started: fix the field marked below." in html
+
+
+def test_cursor_starts_in_the_first_field_to_fix(client_for, disk_url, no_lifecycle):
+    form = post_disk(client_for("operator"), disk_url, bandwidth_mib="-1").context["form"]
+    assert form.fields["bandwidth_mib"].widget.attrs.get("autofocus")
+    assert not form.fields["destination"].widget.attrs.get("autofocus")
+
+
+def test_domain_form_without_a_chosen_disk_refused(client_for, domain_url, no_lifecycle):
+    response = client_for("operator").post(domain_url, {"mode": "full", "dest_format": "raw", "bandwidth_mib": "0"})
+    assert response.context["form"].non_field_errors() == ["Choose at least one disk to migrate."]
+
+
+def test_domain_form_two_disks_to_one_file_refused(client_for, domain_url, no_lifecycle):
+    response = client_for("operator").post(
+        domain_url,
+        {
+            "migrate_vda": "on", "destination_vda": f"{ROOT}/same.qcow2",
+            "migrate_vdb": "on", "destination_vdb": f"{ROOT}/same.qcow2",
+            "mode": "full", "dest_format": "qcow2", "bandwidth_mib": "0",
+        },
+    )  # fmt: skip
+    assert field_errors(response, "destination_vdb") == [
+        f"vda already goes to {ROOT}/same.qcow2; give each disk its own file."
+    ]
+
+
+# ---- handing over to the lifecycle ---------------------------------------------------------
+
+
+def test_valid_request_goes_to_lifecycle_and_redirects_to_the_migration(client_for, users, disk_url, captured):
+    response = post_disk(
+        client_for("operator"), disk_url, destination=f"{ROOT}/sub/./copy.qcow2", mode="full", dest_format="raw",
+        bandwidth_mib="40", reuse_destination="on", granularity="65536", buf_size="1048576",
+    )  # fmt: skip
+    migration = Migration.objects.get()
+    assert response.status_code == 302 and response["Location"] == reverse("migration_detail", args=[migration.pk])
+    (call,) = captured
+    assert call["user"] == users["operator"] and call["domain_uuid"] == UUID
+    assert call["disks"] == [lifecycle.DiskRequest(target="vda", destination=f"{ROOT}/sub/copy.qcow2")]
+    assert call["mode"] == "full" and call["dest_format"] == "raw" and call["reuse_destination"] is True
+    assert call["bandwidth_mib"] == 40 and call["granularity"] == 65536 and call["buf_size"] == 1048576
+    assert call["synchronous_writes"] is False
+
+
+def test_domain_form_sends_one_destination_per_chosen_disk(client_for, domain_url, captured):
+    client_for("operator").post(
+        domain_url,
+        {
+            "migrate_vda": "on", "destination_vda": f"{ROOT}/a.qcow2",
+            "migrate_vdb": "on", "destination_vdb": "/backups/b.qcow2",
+            "mode": "shallow", "dest_format": "qcow2", "bandwidth_mib": "0",
+        },
+    )  # fmt: skip
+    assert captured[0]["disks"] == [
+        lifecycle.DiskRequest("vda", f"{ROOT}/a.qcow2"),
+        lifecycle.DiskRequest("vdb", "/backups/b.qcow2"),
+    ]
+
+
+def test_domain_form_ignores_unchosen_disks(client_for, domain_url, captured):
+    client_for("operator").post(
+        domain_url,
+        {"migrate_vdb": "on", "destination_vdb": "/backups/b.qcow2", "destination_vda": "not/even/valid",
+         "mode": "shallow", "dest_format": "qcow2", "bandwidth_mib": "0"},
+    )  # fmt: skip
+    assert captured[0]["disks"] == [lifecycle.DiskRequest("vdb", "/backups/b.qcow2")]
+
+
+def test_lifecycle_refusal_with_a_field_shows_beside_that_field(client_for, disk_url, monkeypatch):
+    message = f"{ROOT}/copy.qcow2 already exists: choose another name, or tick “reuse” if it was prepared for this copy."
+
+    def refuse(**kwargs):
+        raise Refused(message, "destination")
+
+    monkeypatch.setattr(lifecycle, "migration_request", refuse)
+    response = post_disk(client_for("operator"), disk_url)
+    assert response.status_code == 200
+    assert field_errors(response, "destination") == [message]
+    assert message.replace("“", "&ldquo;") in response.content.decode() or "already exists" in response.content.decode()
+
+
+def test_lifecycle_refusal_without_a_field_shows_above_the_form(client_for, disk_url, monkeypatch):
+    def refuse(**kwargs):
+        raise Refused("testvm is shut off, not running: a block copy needs a running domain.")
+
+    monkeypatch.setattr(lifecycle, "migration_request", refuse)
+    response = post_disk(client_for("operator"), disk_url)
+    assert response.context["form"].non_field_errors() == [
+        "testvm is shut off, not running: a block copy needs a running domain."
+    ]
+    assert 'role="alert"' in response.content.decode()
+
+
+def test_real_lifecycle_refuses_a_disabled_host_before_libvirt(client_for, host, disk_url):
+    host.enabled = False
+    host.save()
+    response = post_disk(client_for("operator"), disk_url)
+    assert response.context["form"].non_field_errors() == ["kvm01 is disabled: an admin must enable it first."]
+    assert not Migration.objects.exists() and not AuditEvent.objects.exists()
+
+
+# ---- pure helpers ------------------------------------------------------------------------
+
+
+def test_suggested_destination_uses_the_source_stem():
+    assert suggested_destination(["/b", "/c"], "/a/snap2.qcow2") == "/b/snap2-copy.qcow2"
+    assert suggested_destination([], "/a/snap2.qcow2") == ""
+
+
+def test_check_destination_normalises_inside_a_root():
+    assert check_destination("/srv/images//x/./y.qcow2", ["/srv/images"]) == "/srv/images/x/y.qcow2"
+
+
+def test_root_itself_is_not_a_destination(host, domain):
+    form = MigrationRequestForm(
+        {"destination": ROOT, "mode": "full", "dest_format": "raw", "bandwidth_mib": "0"},
+        hypervisor=host, disks=[domain.disks.get(target="vda")], single=True,
+    )  # fmt: skip
+    assert not form.is_valid() and "outside the allowed roots" in form.errors["destination"][0]
