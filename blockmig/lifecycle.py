@@ -20,4 +20,288 @@ CONTRACT (implemented by the engine; the UI codes against these names):
     migration_set_bandwidth(*, migration, user, bandwidth_mib: int) -> Migration
     hypervisor_set_auto_pivot(*, hypervisor, user, enabled: bool) -> None   # admin
 All raise blockmig.errors.Refused with a message that names what to fix.
+
+The engine moves a migration through the same machine with migration_transition().
 """
+
+from __future__ import annotations
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from blockmig import publish
+from blockmig.audit import audit_record
+from blockmig.errors import Refused
+from blockmig.models import Migration, MigrationDisk
+from blockmig.preflight import DiskRequest, check_bandwidth, preflight_request
+from blockmig.states import TERMINAL_STATES, State, next_state
+from hosts.adapter import ConnectFailure, LibvirtFailure, open_block_jobs
+
+__all__ = [
+    "DiskRequest",
+    "StateMoved",
+    "hypervisor_set_auto_pivot",
+    "migration_abort",
+    "migration_approve",
+    "migration_request",
+    "migration_set_bandwidth",
+    "migration_transition",
+]
+
+
+class StateMoved(Exception):
+    """The row is no longer in the state the caller expected (someone else moved it)."""
+
+
+def _publish_on_commit(migration_id: int) -> None:
+    transaction.on_commit(lambda: publish.migration_changed(migration_id))
+
+
+def _enqueue_drive_on_commit(migration_id: int) -> None:
+    from blockmig.tasks import drive_migration
+
+    transaction.on_commit(lambda: drive_migration.enqueue(migration_id))
+
+
+def migration_transition(
+    migration_id: int,
+    to: str,
+    *,
+    expect: set[str] | None = None,
+    actor=None,
+    event_type: str | None = None,
+    details: dict | None = None,
+    **fields,
+) -> Migration:
+    """Move a migration to `to` through the state machine, with its audit event, in one
+    transaction. `expect` guards against a concurrent change: StateMoved if the row left it."""
+    with transaction.atomic():
+        migration = Migration.objects.select_for_update().select_related("hypervisor").get(pk=migration_id)
+        current = migration.state
+        if expect is not None and current not in expect:
+            raise StateMoved(f"#{migration_id} is {current}, expected {', '.join(sorted(expect))}")
+        migration.state = next_state(current, to)
+        for name, value in fields.items():
+            setattr(migration, name, value)
+        if migration.state in TERMINAL_STATES:
+            migration.finished_at = timezone.now()
+            MigrationDisk.objects.filter(migration=migration).update(active=False)
+        migration.save()
+        audit_record(
+            event_type=event_type or str(migration.state),
+            migration=migration,
+            actor=actor,
+            from_state=current,
+            to_state=migration.state,
+            details=details,
+        )
+        _publish_on_commit(migration.pk)
+    return migration
+
+
+def _refuse(migration: Migration, user, action: str, message: str, field: str | None = None):
+    """A refused human action is audited too, then raised."""
+    with transaction.atomic():
+        audit_record(
+            event_type="refused",
+            migration=migration,
+            actor=user,
+            from_state=migration.state,
+            to_state=migration.state,
+            details={"action": action, "reason": message},
+        )
+        _publish_on_commit(migration.pk)
+    raise Refused(message, field)
+
+
+def migration_request(
+    *,
+    user,
+    hypervisor,
+    domain_uuid: str,
+    disks: list[DiskRequest],
+    mode: str = "shallow",
+    dest_format: str = "qcow2",
+    reuse_destination: bool = False,
+    bandwidth_mib=0,
+    synchronous_writes: bool = False,
+    granularity: int | None = None,
+    buf_size: int | None = None,
+    force_undefine: bool = False,
+) -> Migration:
+    plan = preflight_request(
+        user=user, hypervisor=hypervisor, domain_uuid=domain_uuid, disks=disks, mode=mode,
+        dest_format=dest_format, reuse_destination=reuse_destination, bandwidth_mib=bandwidth_mib,
+        synchronous_writes=synchronous_writes, granularity=granularity, buf_size=buf_size,
+    )
+    try:
+        with transaction.atomic():
+            migration = Migration.objects.create(
+                hypervisor=hypervisor,
+                domain_uuid=domain_uuid,
+                domain_name=plan.domain_name,
+                mode=mode,
+                dest_format=dest_format,
+                reuse_destination=reuse_destination,
+                bandwidth_mib=check_bandwidth(bandwidth_mib),
+                synchronous_writes=synchronous_writes,
+                granularity=granularity,
+                buf_size=buf_size,
+                force_undefine=force_undefine,
+                requested_by=user,
+            )
+            for disk in plan.disks:
+                # The conditional unique constraint makes a concurrent second request of
+                # the same disk fail here, whatever the preflight saw a moment ago.
+                MigrationDisk.objects.create(
+                    migration=migration,
+                    hypervisor=hypervisor,
+                    domain_uuid=domain_uuid,
+                    target=disk.target,
+                    source_path=disk.source_path,
+                    source_chain=disk.source_chain,
+                    destination=disk.destination,
+                )
+            audit_record(
+                event_type="requested",
+                migration=migration,
+                actor=user,
+                to_state=State.REQUESTED,
+                details={
+                    "disks": {d.target: {"source": d.source_path, "destination": d.destination} for d in plan.disks},
+                    "mode": mode,
+                    "dest_format": dest_format,
+                    "reuse_destination": reuse_destination,
+                    "bandwidth_mib": migration.bandwidth_mib,
+                    "synchronous_writes": synchronous_writes,
+                    "granularity": granularity,
+                    "buf_size": buf_size,
+                    "force_undefine": force_undefine,
+                },
+            )
+            _publish_on_commit(migration.pk)
+            _enqueue_drive_on_commit(migration.pk)
+    except IntegrityError:
+        raise Refused("Another migration of one of these disks has just started: wait for it to finish.", "disks") from None
+    return migration
+
+
+def migration_approve(*, migration: Migration, user) -> Migration:
+    migration.refresh_from_db()
+    if not user.has_perm("blockmig.approve_migration"):
+        _refuse(migration, user, "approve", "Only a user with the approver role can approve a pivot.")
+    if migration.requested_by_id == user.pk:
+        _refuse(migration, user, "approve", "You requested this migration, so another approver must approve it (four eyes).")
+    if migration.state != State.READY:
+        _refuse(migration, user, "approve", f"Migration #{migration.pk} is {migration.state}: a pivot can be approved only once every disk's mirror is ready.")
+    try:
+        return migration_transition(
+            migration.pk, State.PIVOTING, expect={State.READY}, actor=user, event_type="approved",
+            details={"approved_by": user.get_username()}, approved_by=user,
+        )
+    except StateMoved:
+        migration.refresh_from_db()
+        _refuse(migration, user, "approve", f"Migration #{migration.pk} changed to {migration.state} before the approval landed.")
+
+
+def migration_abort(*, migration: Migration, user) -> Migration:
+    migration.refresh_from_db()
+    if not user.has_perm("blockmig.abort_migration"):
+        _refuse(migration, user, "abort", "You need the operator or approver role to abort a migration.")
+    try:
+        if migration.state in (State.REQUESTED, State.PREFLIGHT):
+            # Nothing has been started on the host yet (the engine starts jobs only after
+            # moving to copying, and that move checks the state), so abort at once.
+            return migration_transition(
+                migration.pk, State.ABORTED, expect={State.REQUESTED, State.PREFLIGHT}, actor=user, event_type="aborted",
+            )
+        if migration.state in (State.COPYING, State.READY):
+            return migration_transition(
+                migration.pk, State.ABORTING, expect={State.COPYING, State.READY}, actor=user, event_type="abort_requested",
+            )
+    except StateMoved:
+        migration.refresh_from_db()
+    _refuse(migration, user, "abort", f"Migration #{migration.pk} is {migration.state}: only a migration that has not pivoted yet can be aborted.")
+
+
+def migration_set_bandwidth(*, migration: Migration, user, bandwidth_mib) -> Migration:
+    migration.refresh_from_db()
+    if not user.has_perm("blockmig.change_migration"):
+        _refuse(migration, user, "set_bandwidth", "You need the operator role to change a migration's bandwidth.", "bandwidth_mib")
+    try:
+        value = check_bandwidth(bandwidth_mib)
+    except Refused as refused:
+        _refuse(migration, user, "set_bandwidth", refused.message, "bandwidth_mib")
+    if migration.state not in (State.REQUESTED, State.PREFLIGHT, State.COPYING, State.READY):
+        _refuse(migration, user, "set_bandwidth", f"Migration #{migration.pk} is {migration.state}: bandwidth can change only before the pivot.", "bandwidth_mib")
+    if migration.state in (State.COPYING, State.READY):
+        try:
+            with open_block_jobs(migration.hypervisor.uri) as host:
+                for disk in migration.disks.all():
+                    job = host.job(migration.domain_uuid, disk.target)
+                    if job is not None and job.mirror_path == disk.destination:
+                        host.set_speed(migration.domain_uuid, disk.target, value)
+        except (ConnectFailure, LibvirtFailure) as failure:
+            _refuse(migration, user, "set_bandwidth", f"libvirt did not change the speed: {failure}", "bandwidth_mib")
+    with transaction.atomic():
+        previous = migration.bandwidth_mib
+        Migration.objects.filter(pk=migration.pk).update(bandwidth_mib=value)
+        migration.bandwidth_mib = value
+        audit_record(
+            event_type="bandwidth_changed", migration=migration, actor=user,
+            from_state=migration.state, to_state=migration.state,
+            details={"from_mib": previous, "to_mib": value},
+        )
+        _publish_on_commit(migration.pk)
+    return migration
+
+
+def hypervisor_set_auto_pivot(*, hypervisor, user, enabled: bool) -> None:
+    if not (user.is_superuser or user.has_perm("hosts.change_hypervisor")):
+        raise Refused("Only an admin can change a host's pivot policy.", "auto_pivot")
+    with transaction.atomic():
+        previous = type(hypervisor).objects.select_for_update().get(pk=hypervisor.pk).auto_pivot
+        type(hypervisor).objects.filter(pk=hypervisor.pk).update(auto_pivot=bool(enabled))
+        hypervisor.auto_pivot = bool(enabled)
+        audit_record(
+            event_type="policy_changed", actor=user, hypervisor_name=hypervisor.name,
+            details={"auto_pivot": bool(enabled), "was": previous},
+        )
+
+
+def auto_pivot_policy_setter(hypervisor) -> str:
+    """Who last set the host's auto-pivot policy (for the audit of each auto pivot)."""
+    from blockmig.models import AuditEvent
+
+    event = (
+        AuditEvent.objects.filter(event_type="policy_changed", hypervisor_name=hypervisor.name)
+        .order_by("-created_at", "-id")
+        .first()
+    )
+    return event.actor_name if event else ""
+
+
+
+
+def migration_record_progress(migration_id: int, *, totals: dict, disks: dict[int, dict]) -> None:
+    """Progress from the engine (throttled by the caller): not a state change, not audited."""
+    with transaction.atomic():
+        Migration.objects.filter(pk=migration_id).update(**totals)
+        for disk_id, values in disks.items():
+            MigrationDisk.objects.filter(pk=disk_id).update(**values)
+        _publish_on_commit(migration_id)
+
+
+def migration_note(migration_id: int, event_type: str, details: dict | None = None, **fields) -> None:
+    """An engine step that is not a state change (definition saved/restored, takeover,
+    verification) recorded with its audit event in one transaction."""
+    with transaction.atomic():
+        migration = Migration.objects.select_for_update().select_related("hypervisor").get(pk=migration_id)
+        for name, value in fields.items():
+            setattr(migration, name, value)
+        if fields:
+            migration.save(update_fields=list(fields))
+        audit_record(
+            event_type=event_type, migration=migration, from_state=migration.state, to_state=migration.state, details=details,
+        )
+        _publish_on_commit(migration_id)

@@ -28,6 +28,8 @@ class Migration(models.Model):
     definition_strategy = models.CharField(max_length=16, blank=True)
     saved_definition = models.TextField(blank=True, help_text="Inactive XML saved before anything was touched.")
     domain_undefined = models.BooleanField(default=False)
+    # Take the undefine/redefine path even where the transient-job flag exists.
+    force_undefine = models.BooleanField(default=False)
 
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     approved_by = models.ForeignKey(
@@ -45,6 +47,9 @@ class Migration(models.Model):
     # Lease held by the worker driving this migration.
     lease_owner = models.CharField(max_length=64, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    # Set by the reaper when it re-enqueued this migration after its lease expired, so
+    # each expiry leads to exactly one takeover task.
+    takeover_enqueued_at = models.DateTimeField(null=True, blank=True)
 
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     ready_at = models.DateTimeField(null=True, blank=True)
@@ -67,6 +72,11 @@ class Migration(models.Model):
 
 class MigrationDisk(models.Model):
     migration = models.ForeignKey(Migration, on_delete=models.CASCADE, related_name="disks")
+    # Copied from the migration so the database itself refuses two active migrations of
+    # one disk (see the conditional unique constraint below).
+    hypervisor = models.ForeignKey("hosts.Hypervisor", on_delete=models.PROTECT, related_name="+")
+    domain_uuid = models.CharField(max_length=36)
+    active = models.BooleanField(default=True)
     target = models.CharField(max_length=32)
     source_path = models.CharField(max_length=1024)
     source_chain = models.JSONField(default=list, help_text="Chain paths before the copy, active layer first.")
@@ -75,16 +85,45 @@ class MigrationDisk(models.Model):
     cur = models.BigIntegerField(default=0)
     end = models.BigIntegerField(default=0)
     ready = models.BooleanField(default=False)
+    # Committed right after libvirt accepted the blockCopy: a takeover that finds no job
+    # and this set knows the job died, and never starts the copy a second time.
+    job_started = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["target"]
         constraints = [
             models.UniqueConstraint(fields=["migration", "target"], name="migrationdisk_unique_target"),
+            models.UniqueConstraint(
+                fields=["hypervisor", "domain_uuid", "target"],
+                condition=models.Q(active=True),
+                name="migrationdisk_one_active_per_disk",
+            ),
         ]
+
+    def __str__(self) -> str:
+        return f"{self.target} → {self.destination}"
 
 
 class AuditEvent(models.Model):
     """Append-only record of every state change and human action (Zulip's RealmAuditLog)."""
+
+    class AppendOnlyQuerySet(models.QuerySet):
+        """Bulk writes would bypass save()/delete(), so the queryset refuses them too
+        (also for `migration.events`, whose manager is built from this one)."""
+
+        def update(self, **kwargs):
+            raise PermissionError("Audit events are append-only.")
+
+        def delete(self):
+            raise PermissionError("Audit events are append-only.")
+
+        def bulk_update(self, objs, fields, batch_size=None):
+            raise PermissionError("Audit events are append-only.")
+
+        def _raw_delete(self, using):
+            raise PermissionError("Audit events are append-only.")
+
+    objects = AppendOnlyQuerySet.as_manager()
 
     event_type = models.CharField(max_length=32, db_index=True)
     actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+")

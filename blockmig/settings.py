@@ -126,3 +126,19 @@ BLOCKMIG_SYNC_INTERVAL = int(os.environ.get("BLOCKMIG_SYNC_INTERVAL", "30"))
 BLOCKMIG_CONNECT_TIMEOUT = float(os.environ.get("BLOCKMIG_CONNECT_TIMEOUT", "10"))
 # Where `make run` builds the demo lab (seed chain, testvm, backups/).
 BLOCKMIG_LAB_DIR = Path(os.environ.get("BLOCKMIG_LAB_DIR", VAR_DIR / "lab"))
+
+# --- migration engine (issue 3) ---------------------------------------------------------
+# A worker holds a migration under a lease it renews every heartbeat; a lease that runs out
+# means the worker died and another one takes the migration over.
+BLOCKMIG_LEASE_SECONDS = float(os.environ.get("BLOCKMIG_LEASE_SECONDS", "15"))
+BLOCKMIG_HEARTBEAT_SECONDS = float(os.environ.get("BLOCKMIG_HEARTBEAT_SECONDS", "5"))
+# How often each worker looks for migrations whose lease ran out.
+BLOCKMIG_REAPER_SECONDS = float(os.environ.get("BLOCKMIG_REAPER_SECONDS", "5"))
+# Migrations one worker process drives at once (each is mostly waiting on libvirt).
+BLOCKMIG_WORKER_SLOTS = int(os.environ.get("BLOCKMIG_WORKER_SLOTS", "8"))
+# Take the undefine/copy/redefine path even where libvirt has the transient-job flag.
+BLOCKMIG_FORCE_UNDEFINE = os.environ.get("BLOCKMIG_FORCE_UNDEFINE", "0") == "1"
+# Under pytest the SQLite test database is a file (one per test run) so a real worker
+# process can share it with the tests.
+if os.environ.get("PYTEST_VERSION") and DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")}

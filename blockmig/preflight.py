@@ -1,0 +1,213 @@
+"""Checks a migration request must pass before anything changes.
+
+Each problem is a Refused with a message that says what to fix and the form field it
+belongs to. The checks that need no host run first (cheap, and testable without libvirt);
+then one connection answers the rest. The engine runs the host checks again before it
+starts the copy, because time passes between a request and a worker picking it up.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import posixpath
+from dataclasses import dataclass, field
+
+from blockmig.errors import Refused
+from blockmig.models import MigrationDisk
+from hosts.adapter import BlockJobHost, ConnectFailure, LibvirtFailure, open_block_jobs
+
+DEST_FORMATS = ("qcow2", "raw")
+MODES = ("shallow", "full")
+
+
+@dataclass(frozen=True)
+class DiskRequest:
+    target: str
+    destination: str
+
+
+@dataclass(frozen=True)
+class PlannedDisk:
+    target: str
+    source_path: str
+    source_chain: list[str]  # active layer first
+    destination: str
+
+
+@dataclass
+class Plan:
+    domain_name: str
+    persistent: bool
+    transient_job: bool  # libvirt on this host has VIR_DOMAIN_BLOCK_COPY_TRANSIENT_JOB
+    disks: list[PlannedDisk] = field(default_factory=list)
+
+
+# -- checks that need no host -----------------------------------------------------------
+
+def check_permission(user) -> None:
+    if not user.has_perm("blockmig.add_migration"):
+        raise Refused("You need the operator role to start a migration.")
+
+
+def check_bandwidth(bandwidth_mib) -> int:
+    try:
+        value = float(bandwidth_mib)
+    except (TypeError, ValueError):
+        raise Refused("Bandwidth must be a number of MiB/s (0 for unlimited).", "bandwidth_mib") from None
+    if not math.isfinite(value) or value < 0 or value != int(value) or isinstance(bandwidth_mib, bool):
+        raise Refused("Bandwidth must be a whole, non-negative number of MiB/s (0 for unlimited).", "bandwidth_mib")
+    return int(value)
+
+
+def check_options(*, mode: str, dest_format: str, granularity, buf_size) -> None:
+    if mode not in MODES:
+        raise Refused(f"Mode must be one of {', '.join(MODES)}.", "mode")
+    if dest_format not in DEST_FORMATS:
+        raise Refused(f"Destination format must be one of {', '.join(DEST_FORMATS)}.", "dest_format")
+    if granularity is not None:
+        if not isinstance(granularity, int) or granularity < 512 or granularity > 64 * 2**20 or granularity & (granularity - 1):
+            raise Refused("Granularity must be a power of two between 512 bytes and 64 MiB.", "granularity")
+    if buf_size is not None and (not isinstance(buf_size, int) or buf_size <= 0):
+        raise Refused("Buffer size must be a positive number of bytes.", "buf_size")
+
+
+def check_destination_shape(destination: str, allowed_roots: list[str]) -> str:
+    """The normalised destination, if it is an absolute path under an allowed root."""
+    if not destination or not destination.strip():
+        raise Refused("Enter a destination path.", "destination")
+    if not destination.startswith("/"):
+        raise Refused(f"The destination “{destination}” is relative: give an absolute path.", "destination")
+    if ".." in destination.split("/"):
+        raise Refused(f"The destination “{destination}” contains “..”: give the path without it.", "destination")
+    path = posixpath.normpath(destination)
+    roots = [posixpath.normpath(r) for r in allowed_roots if r]
+    if not roots:
+        raise Refused("This host has no allowed storage roots yet: an admin must add one first.", "destination")
+    if not any(path != root and posixpath.commonpath([root, path]) == root for root in roots):
+        raise Refused(f"The destination {path} is outside this host's allowed storage ({', '.join(roots)}).", "destination")
+    return path
+
+
+def check_disk_list(disks: list[DiskRequest]) -> None:
+    if not disks:
+        raise Refused("Choose at least one disk to migrate.", "disks")
+    targets = [d.target for d in disks]
+    if len(set(targets)) != len(targets):
+        raise Refused("Each disk can appear only once in a migration.", "disks")
+    destinations = [posixpath.normpath(d.destination) for d in disks if d.destination]
+    if len(set(destinations)) != len(destinations):
+        raise Refused("Two disks cannot be copied to the same destination.", "destination")
+
+
+def check_request_shape(*, user, hypervisor, disks, mode, dest_format, bandwidth_mib, granularity, buf_size) -> list[DiskRequest]:
+    check_permission(user)
+    check_bandwidth(bandwidth_mib)
+    check_options(mode=mode, dest_format=dest_format, granularity=granularity, buf_size=buf_size)
+    check_disk_list(disks)
+    if not hypervisor.enabled:
+        raise Refused(f"{hypervisor.name} is disabled: an admin must enable it first.")
+    return [DiskRequest(d.target, check_destination_shape(d.destination, hypervisor.allowed_roots)) for d in disks]
+
+
+# -- checks against the host ---------------------------------------------------------------
+
+def check_on_host(
+    host: BlockJobHost,
+    *,
+    hypervisor,
+    domain_uuid: str,
+    disks: list[DiskRequest],
+    reuse_destination: bool,
+    synchronous_writes: bool,
+    allowed_roots: list[str],
+    migration_id: int | None = None,
+) -> Plan:
+    try:
+        state = host.domain_state(domain_uuid)
+    except LibvirtFailure:
+        raise Refused(f"No domain with UUID {domain_uuid} on {hypervisor.name}: refresh the inventory.") from None
+    live_xml = host.live_xml(domain_uuid)
+    from hosts.domxml import domain_identity, parse_disks
+
+    name = domain_identity(live_xml)[1]
+    if state != "running":
+        raise Refused(f"{name} is {state}, not running: a block copy needs a running domain.")
+    live = {d.target: d for d in parse_disks(live_xml)}
+    if synchronous_writes and not host.supports_sync_writes():
+        raise Refused(f"{hypervisor.name} cannot do synchronous writes (needs libvirt ≥ 8.0 and QEMU ≥ 3.0).", "synchronous_writes")
+    plan = Plan(domain_name=name, persistent=host.is_persistent(domain_uuid), transient_job=host.supports_transient_job())
+    for request in disks:
+        disk = live.get(request.target)
+        if disk is None:
+            raise Refused(f"{name} has no disk {request.target} (it has {', '.join(sorted(live)) or 'none'}).", "disks")
+        if not disk.source or disk.type not in ("file", "block"):
+            raise Refused(f"{name}/{request.target} has no local file or block source to copy.", "disks")
+        job = host.job(domain_uuid, request.target, live)
+        if job is not None:
+            where = f" to {job.mirror_path}" if job.mirror_path else ""
+            raise Refused(f"A {job.type} block job{where} is already running on {name}/{request.target}; wait for it or cancel it first.", "disks")
+        busy = MigrationDisk.objects.filter(hypervisor=hypervisor, domain_uuid=domain_uuid, target=request.target, active=True)
+        if migration_id is not None:
+            busy = busy.exclude(migration_id=migration_id)
+        if busy.exists():
+            raise Refused(f"Migration #{busy.first().migration_id} is already moving {name}/{request.target}.", "disks")
+        chain = [layer.path for layer in disk.chain if layer.path]
+        check_destination_on_host(host, request.destination, chain, reuse_destination, allowed_roots)
+        plan.disks.append(PlannedDisk(request.target, disk.source, chain, request.destination))
+    return plan
+
+
+def check_destination_on_host(host: BlockJobHost, destination: str, chain: list[str], reuse: bool, allowed_roots: list[str]) -> None:
+    if destination in chain:
+        what = "the disk's current source" if destination == chain[0] else "a layer of the disk's backing chain"
+        raise Refused(f"The destination {destination} is {what}: choose a new file.", "destination")
+    directory = posixpath.dirname(destination)
+    if host.is_local:
+        # A symlink inside a root must not lead out of it.
+        real = os.path.realpath(directory)
+        roots = [os.path.realpath(r) for r in allowed_roots]
+        if os.path.isdir(directory) and not any(real == r or real.startswith(r.rstrip("/") + "/") for r in roots):
+            raise Refused(f"The destination's directory {directory} leads outside the allowed storage.", "destination")
+        if os.path.realpath(destination) in [os.path.realpath(p) for p in chain]:
+            raise Refused(f"The destination {destination} is a layer of the disk's chain.", "destination")
+    if host.directory_exists(directory) is False:
+        raise Refused(f"The directory {directory} does not exist on the host: create it first.", "destination")
+    exists = host.path_exists(destination)
+    if exists and not reuse:
+        raise Refused(f"{destination} already exists: choose another name, or tick “reuse” if it was prepared for this copy.", "destination")
+    if reuse and exists is False:
+        raise Refused(f"“Reuse” needs an existing {destination}, and there is none.", "destination")
+
+
+def preflight_request(
+    *,
+    user,
+    hypervisor,
+    domain_uuid: str,
+    disks: list[DiskRequest],
+    mode: str = "shallow",
+    dest_format: str = "qcow2",
+    reuse_destination: bool = False,
+    bandwidth_mib=0,
+    synchronous_writes: bool = False,
+    granularity=None,
+    buf_size=None,
+    timeout: float = 10.0,
+) -> Plan:
+    """Everything a request must pass. Raises Refused; never changes anything."""
+    normalised = check_request_shape(
+        user=user, hypervisor=hypervisor, disks=disks, mode=mode, dest_format=dest_format,
+        bandwidth_mib=bandwidth_mib, granularity=granularity, buf_size=buf_size,
+    )
+    try:
+        with open_block_jobs(hypervisor.uri, timeout) as host:
+            return check_on_host(
+                host, hypervisor=hypervisor, domain_uuid=domain_uuid, disks=normalised,
+                reuse_destination=reuse_destination, synchronous_writes=synchronous_writes,
+                allowed_roots=hypervisor.allowed_roots,
+            )
+    except ConnectFailure as failure:
+        raise Refused(f"{hypervisor.name} is unreachable: {failure.message}") from None
+    except LibvirtFailure as failure:
+        raise Refused(f"{hypervisor.name} refused a preflight check: {failure}") from None

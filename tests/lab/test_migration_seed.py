@@ -1,0 +1,40 @@
+"""The seed scenario end to end through the lifecycle API, with a real worker process."""
+
+import pytest
+
+from blockmig.lifecycle import DiskRequest, migration_approve, migration_request
+from blockmig.models import AuditEvent
+from hosts.lab.seed import list_files_in_image
+from tests.lab.engine_helpers import chain_paths, domains, make_hypervisor, people, wait_for_state, worker  # noqa: F401
+
+pytestmark = pytest.mark.lab
+
+
+def test_seed_shallow_copy_approved_and_pivoted(domains, people, worker):
+    vm = domains.seed()
+    snap2, snap1, base = (str(d) for d in [vm.disks[0].path, vm.directory / "snap1.qcow2", vm.directory / "base.qcow2"])
+    copy = str(vm.backups / "copy.qcow2")
+    host = make_hypervisor([vm.backups])
+
+    migration = migration_request(
+        user=people["operator"], hypervisor=host, domain_uuid=vm.uuid,
+        disks=[DiskRequest("vda", copy)], mode="shallow",
+    )
+    wait_for_state(migration, "ready", timeout=60)
+    assert vm.sources()["vda"] == snap2  # nothing pivots before an approval
+
+    migration_approve(migration=migration, user=people["approver"])
+    migration = wait_for_state(migration, ["completed", "failed"], timeout=60)
+    assert migration.state == "completed", migration.failure_reason
+
+    assert vm.sources()["vda"] == copy
+    assert chain_paths(copy) == [copy, snap1, base]
+    assert list_files_in_image(copy) == ["bar", "baz", "foo"]
+    assert vm.sources(inactive=True)["vda"] == copy
+    assert vm.is_persistent()
+    steps = [(e.event_type, e.actor_name) for e in AuditEvent.objects.filter(migration=migration)]
+    assert steps[0] == ("requested", "operator")
+    assert ("approved", "approver") in steps
+    for expected in ("preflight", "copying", "ready", "verified", "completed"):
+        assert expected in [event for event, _ in steps], steps
+    assert migration.approved_by == people["approver"]

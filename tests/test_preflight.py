@@ -1,0 +1,133 @@
+"""Preflight refusals that need no host: each names what to fix and changes nothing."""
+
+import pytest
+from django.contrib.auth.models import Group, User
+
+from blockmig.errors import Refused
+from blockmig.lifecycle import DiskRequest, migration_request
+from blockmig.models import AuditEvent, Migration
+from blockmig.preflight import check_bandwidth, check_destination_shape, check_options
+from hosts.models import Hypervisor
+from hosts.roles import setup_roles
+
+ROOTS = ["/srv/backups"]
+
+
+@pytest.fixture
+def operator(db):
+    setup_roles()
+    user = User.objects.create_user("op")
+    user.groups.add(Group.objects.get(name="operator"))
+    return User.objects.get(pk=user.pk)
+
+
+@pytest.fixture
+def host(db):
+    return Hypervisor.objects.create(name="h1", uri="qemu+tcp://unreachable.invalid/system", allowed_roots=ROOTS)
+
+
+def request(user, host, **overrides):
+    kwargs = dict(user=user, hypervisor=host, domain_uuid="0" * 36, disks=[DiskRequest("vda", "/srv/backups/c.qcow2")])
+    kwargs.update(overrides)
+    return migration_request(**kwargs)
+
+
+def assert_nothing_changed():
+    assert Migration.objects.count() == 0
+    assert AuditEvent.objects.count() == 0
+
+
+def test_relative_destination_refused():
+    with pytest.raises(Refused, match="relative") as refused:
+        check_destination_shape("backups/c.qcow2", ROOTS)
+    assert refused.value.field == "destination"
+
+
+def test_dotdot_destination_refused():
+    with pytest.raises(Refused, match=r"“\.\.”"):
+        check_destination_shape("/srv/backups/../etc/c.qcow2", ROOTS)
+
+
+def test_destination_outside_roots_refused():
+    with pytest.raises(Refused, match="outside"):
+        check_destination_shape("/etc/c.qcow2", ROOTS)
+
+
+def test_destination_that_is_the_root_itself_refused():
+    with pytest.raises(Refused, match="outside"):
+        check_destination_shape("/srv/backups", ROOTS)
+
+
+def test_prefix_sibling_of_root_refused():
+    with pytest.raises(Refused, match="outside"):
+        check_destination_shape("/srv/backups-evil/c.qcow2", ROOTS)
+
+
+def test_host_without_roots_refuses_every_destination():
+    with pytest.raises(Refused, match="no allowed storage roots"):
+        check_destination_shape("/srv/backups/c.qcow2", [])
+
+
+def test_destination_inside_root_accepted():
+    assert check_destination_shape("/srv/backups//sub/./c.qcow2", ROOTS) == "/srv/backups/sub/c.qcow2"
+
+
+@pytest.mark.parametrize("value", [-1, "-5", "fast", 1.5, float("nan"), float("inf"), None, True])
+def test_bad_bandwidth_refused(value):
+    with pytest.raises(Refused) as refused:
+        check_bandwidth(value)
+    assert refused.value.field == "bandwidth_mib"
+
+
+@pytest.mark.parametrize("value", [0, 10, "20", 3.0])
+def test_good_bandwidth_accepted(value):
+    assert check_bandwidth(value) == int(float(value))
+
+
+def test_bad_granularity_refused():
+    with pytest.raises(Refused, match="power of two"):
+        check_options(mode="shallow", dest_format="qcow2", granularity=3000, buf_size=None)
+
+
+def test_unknown_format_refused():
+    with pytest.raises(Refused, match="format"):
+        check_options(mode="shallow", dest_format="vmdk", granularity=None, buf_size=None)
+
+
+def test_user_without_operator_role_refused(db, host):
+    setup_roles()
+    viewer = User.objects.create_user("v")
+    viewer.groups.add(Group.objects.get(name="viewer"))
+    with pytest.raises(Refused, match="operator role"):
+        request(User.objects.get(pk=viewer.pk), host)
+    assert_nothing_changed()
+
+
+def test_request_with_negative_bandwidth_changes_nothing(operator, host):
+    with pytest.raises(Refused):
+        request(operator, host, bandwidth_mib=-3)
+    assert_nothing_changed()
+
+
+def test_request_outside_roots_changes_nothing(operator, host):
+    with pytest.raises(Refused, match="outside"):
+        request(operator, host, disks=[DiskRequest("vda", "/tmp/c.qcow2")])
+    assert_nothing_changed()
+
+
+def test_no_disks_refused(operator, host):
+    with pytest.raises(Refused, match="at least one disk"):
+        request(operator, host, disks=[])
+
+
+def test_two_disks_to_one_destination_refused(operator, host):
+    disks = [DiskRequest("vda", "/srv/backups/c.qcow2"), DiskRequest("vdb", "/srv/backups/c.qcow2")]
+    with pytest.raises(Refused, match="same destination"):
+        request(operator, host, disks=disks)
+
+
+def test_unreachable_host_refused(operator, host, settings):
+    settings.BLOCKMIG_CONNECT_TIMEOUT = 2
+    with pytest.raises(Refused, match="unreachable"):
+        request(operator, host)
+    assert_nothing_changed()
