@@ -53,6 +53,30 @@ redis: packages
 
 services: venv libvirtd redis
 
+# A private PostgreSQL for tests and development, without systemd: trust auth on 127.0.0.1
+# only, run as the postgres user (PostgreSQL refuses root). Throwaway data, so no fsync.
+PG_PORT ?= 5439
+PG_DIR ?= /var/tmp/blockmig-pg
+.PHONY: postgres
+postgres: packages
+	@if ! pg_isready -q -h 127.0.0.1 -p $(PG_PORT); then \
+	  echo "==> private PostgreSQL on 127.0.0.1:$(PG_PORT) (data in $(PG_DIR))"; \
+	  bin=$$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1); \
+	  if [ "$$(id -un)" = postgres ]; then as_pg=; \
+	  elif [ "$$(id -u)" = 0 ]; then as_pg="runuser -u postgres --"; \
+	  else echo "make postgres needs root (it runs PostgreSQL as the postgres user)" >&2; exit 1; fi; \
+	  install -d -o postgres -g postgres -m 700 $(PG_DIR) || exit 1; \
+	  if [ ! -f $(PG_DIR)/data/PG_VERSION ]; then \
+	    $$as_pg $$bin/initdb -D $(PG_DIR)/data -U postgres --auth=trust -E UTF8 --no-locale >$(PG_DIR)/initdb.log 2>&1 \
+	      || { cat $(PG_DIR)/initdb.log >&2; exit 1; }; \
+	  fi; \
+	  $$as_pg $$bin/pg_ctl -D $(PG_DIR)/data -l $(PG_DIR)/postgres.log -w -t 60 \
+	    -o "-h 127.0.0.1 -p $(PG_PORT) -k $(PG_DIR) -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
+	    start >/dev/null || { tail -n 20 $(PG_DIR)/postgres.log >&2; exit 1; }; \
+	  for i in $$(seq 50); do pg_isready -q -h 127.0.0.1 -p $(PG_PORT) && break; sleep 0.1; done; \
+	  pg_isready -q -h 127.0.0.1 -p $(PG_PORT) || { echo "PostgreSQL did not answer on $(PG_PORT); see $(PG_DIR)/postgres.log" >&2; exit 1; }; \
+	fi
+
 db: venv
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py setup_roles
@@ -70,7 +94,7 @@ run: demo
 	$(PY) manage.py sync_loop & \
 	$(VENV)/bin/daphne -b $(HOST) -p $(PORT) blockmig.asgi:application
 
-test: services
+test: services postgres
 	$(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 
 bench: services

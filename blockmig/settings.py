@@ -96,6 +96,8 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = VAR_DIR / "static"
+# daphne itself serves /static/ unless a proxy in front does (set BLOCKMIG_SERVE_STATIC=0 then).
+BLOCKMIG_SERVE_STATIC = os.environ.get("BLOCKMIG_SERVE_STATIC", "1") == "1"
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6390/0")
 CHANNEL_LAYERS = {
