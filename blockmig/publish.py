@@ -1,14 +1,108 @@
 """Push committed changes to browsers over the channel layer.
 
-The engine and lifecycle call these from transaction.on_commit; the live console turns
-them into HTML fragments (issue 4).
+The engine, the lifecycle functions and the inventory sync call these from
+`transaction.on_commit`, so a message never announces a state the database does not have.
+A message is only a small event, `{"type": "migration.changed", "id": 7, "seq": 42}`: each
+consumer re-reads the committed row and renders the fragments for its own user
+(blockmig.consumers). That keeps role filtering in one place and makes a lost message
+harmless: the next one, or a reconnect, renders the database as it is.
+
+`seq` comes from a Redis INCR taken after the commit, one counter per subject. A consumer
+that has rendered seq N read the database after every commit whose seq is <= N, so it may
+drop any older message that arrives late (from another process) without missing a change.
+
+Publishing never raises into its caller: a Redis outage must not fail a migration. Browsers
+then catch up when they reconnect or at their next periodic resync.
 """
 
+from __future__ import annotations
+
 import logging
+import threading
+
+import redis
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.conf import settings
 
 log = logging.getLogger(__name__)
+
+DASHBOARD_GROUP = "dashboard"
+
+
+def migration_group(migration_id: int) -> str:
+    return f"migration-{migration_id}"
+
+
+def hypervisor_group(hypervisor_id: int) -> str:
+    return f"hypervisor-{hypervisor_id}"
+
+
+def seq_key(subject: str) -> str:
+    prefix = settings.CHANNEL_LAYERS["default"].get("CONFIG", {}).get("prefix", "blockmig")
+    return f"{prefix}:seq:{subject}"
+
+
+_redis_lock = threading.Lock()
+_redis: redis.Redis | None = None
+
+
+def _redis_client() -> redis.Redis:
+    global _redis
+    with _redis_lock:
+        if _redis is None:
+            _redis = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+        return _redis
+
+
+def next_seq(subject: str) -> int:
+    """The next number in `subject`'s sequence (atomic across processes and machines)."""
+    return int(_redis_client().incr(seq_key(subject)))
+
+
+def current_seq(subject: str) -> int:
+    value = _redis_client().get(seq_key(subject))
+    return int(value) if value is not None else 0
+
+
+def _send(groups: list[str], message: dict) -> None:
+    layer = get_channel_layer()
+    if layer is None:
+        return
+
+    async def send_all() -> None:
+        for group in groups:
+            await layer.group_send(group, message)
+
+    async_to_sync(send_all)()
 
 
 def migration_changed(migration_id: int) -> None:
     """A migration's state, progress or timeline changed and is committed."""
-    log.debug("migration %s changed", migration_id)
+    from blockmig.models import Migration
+
+    try:
+        row = Migration.objects.filter(pk=migration_id).values("hypervisor_id", "state").first()
+        if row is None:
+            return
+        seq = next_seq(f"migration:{migration_id}")
+        message = {
+            "type": "migration.changed",
+            "id": migration_id,
+            "seq": seq,
+            "state": row["state"],
+            "hypervisor_id": row["hypervisor_id"],
+        }
+        _send([migration_group(migration_id), DASHBOARD_GROUP, hypervisor_group(row["hypervisor_id"])], message)
+    except Exception:
+        log.exception("could not publish the change of migration %s; browsers catch up on resync", migration_id)
+
+
+def inventory_changed(hypervisor_id: int) -> None:
+    """A sync (or a pivot) changed a hypervisor's domains, disks or chains, and is committed."""
+    try:
+        seq = next_seq(f"hypervisor:{hypervisor_id}")
+        message = {"type": "inventory.changed", "id": hypervisor_id, "seq": seq}
+        _send([hypervisor_group(hypervisor_id), DASHBOARD_GROUP], message)
+    except Exception:
+        log.exception("could not publish the inventory change of hypervisor %s", hypervisor_id)

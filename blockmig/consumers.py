@@ -1,0 +1,390 @@
+"""Websocket consumers of the live console: one per page kind.
+
+    /ws/migrations/<id>/      the migration page: status, actions, timeline, disks
+    /ws/dashboard/            the dashboard's migrations block and approval count
+    /ws/hosts/<name>/?disk=N  a hypervisor's inventory pages: chain pictures of the shown disks
+
+A consumer joins its groups, then sends the page's fragments as the database has them now
+(catch-up: a browser that reconnects after any outage shows the true state at once). After
+that, every `*.changed` event from blockmig.publish makes it re-read the committed rows and
+send the fragments again, rendered for this socket's user: a viewer's fragments carry no
+action buttons because they come out of the same templates with the viewer's permissions.
+
+Events only say "something changed, seq N". Renders are coalesced: while one is running,
+further events just mark the page dirty, so a burst of progress costs one render per socket,
+never a queue of stale ones. Pages that summarise many migrations (dashboard, hosts) also
+wait a short minimum interval between renders.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import zoneinfo
+from collections import OrderedDict
+from collections.abc import Callable
+from http.cookies import SimpleCookie
+from threading import Lock
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+from django.test import RequestFactory
+from django.utils import timezone
+from django_htmx.middleware import HtmxDetails
+
+from blockmig import publish
+
+log = logging.getLogger(__name__)
+
+# Close codes (4000–4999 are the application's). The htmx extension does not reconnect on
+# these, which is right: retrying will not log the user in or create the page.
+CLOSE_NOT_LOGGED_IN = 4401
+CLOSE_FORBIDDEN = 4403
+CLOSE_NOT_FOUND = 4404
+
+# Re-join the groups and re-render this often: heals a Redis restart (which forgets group
+# membership) and channels_redis' group expiry without the user noticing.
+RESYNC_SECONDS = 60.0
+# The permissions that put buttons on the migration page (blockmig.views.available_actions).
+ACTION_PERMISSIONS = ("blockmig.approve_migration", "blockmig.abort_migration", "blockmig.change_migration")
+
+_request_factory = RequestFactory()
+
+
+def _cookies(scope: dict) -> dict[str, str]:
+    for name, value in scope.get("headers", []):
+        if name == b"cookie":
+            jar = SimpleCookie()
+            jar.load(value.decode("latin-1"))
+            return {key: morsel.value for key, morsel in jar.items()}
+    return {}
+
+
+def _fresh_user(user):
+    """The same user read again, so permission caches start empty."""
+    from django.contrib.auth import get_user_model
+
+    return get_user_model().objects.filter(pk=user.pk).first() or user
+
+
+class RenderCache:
+    """Reads and renders shared by the sockets of one process.
+
+    What one socket rendered for (page, seqs seen, ...) may be reused by another socket that
+    has seen the same seqs: it came from a database read made after every commit numbered
+    <= those seqs. Small and short-lived on purpose; it exists for fan-out (many people
+    watching one migration cost one database read and one render per role-visible variant).
+    """
+
+    def __init__(self, size: int = 512, ttl: float = 5.0):
+        self.size, self.ttl = size, ttl
+        self._frames: OrderedDict[tuple, tuple[float, object]] = OrderedDict()
+        self._lock = Lock()
+
+    def get_or_render(self, key: tuple, render: Callable):
+        now = time.monotonic()
+        with self._lock:
+            hit = self._frames.get(key)
+            if hit and now - hit[0] < self.ttl:
+                return hit[1]
+        frame = render()
+        self.put(key, frame)
+        return frame
+
+    def peek(self, key: tuple):
+        with self._lock:
+            hit = self._frames.get(key)
+        return hit[1] if hit and time.monotonic() - hit[0] < self.ttl else None
+
+    def put(self, key: tuple, value) -> None:
+        with self._lock:
+            self._frames[key] = (time.monotonic(), value)
+            self._frames.move_to_end(key)
+            while len(self._frames) > self.size:
+                self._frames.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._frames.clear()
+
+
+render_cache = RenderCache()
+
+
+class Shared:
+    """Renders one socket may take from another's: `base` names the page, the seqs seen
+    and the timezone; None (a catch-up) shares nothing."""
+
+    def __init__(self, base: tuple | None):
+        self.base = base
+
+    def get(self, parts: tuple, render: Callable):
+        if self.base is None:
+            return render()
+        return render_cache.get_or_render((*self.base, *parts), render)
+
+
+class LiveConsumer(AsyncWebsocketConsumer):
+    """Authentication, groups, catch-up, ordering and coalescing; subclasses say what to render."""
+
+    view_permission = "blockmig.view_migration"
+    min_interval = 0.0  # seconds between two renders of this socket
+
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close(code=CLOSE_NOT_LOGGED_IN)
+            return
+        if not await database_sync_to_async(user.has_perm)(self.view_permission):
+            await self.close(code=CLOSE_FORBIDDEN)
+            return
+        self.cookies = _cookies(self.scope)
+        if not await database_sync_to_async(self.resolve)():
+            await self.close(code=CLOSE_NOT_FOUND)
+            return
+        self.frame_class = await database_sync_to_async(self.compute_frame_class)()
+        self.seen: dict[tuple, int] = {}
+        self.dirty = False
+        self.last_render = 0.0
+        self.render_task: asyncio.Task | None = None
+        # Join first, read second: a change committed in between is both in the catch-up
+        # read and announced to us, never in neither.
+        await self.join_groups()
+        await self.accept()
+        self.mark_dirty()
+        self.resync_task = asyncio.create_task(self.resync_loop())
+
+    async def disconnect(self, code: int) -> None:
+        for task in (getattr(self, "resync_task", None), getattr(self, "render_task", None)):
+            if task is not None:
+                task.cancel()
+        for group in getattr(self, "joined", []):
+            await self.channel_layer.group_discard(group, self.channel_name)
+
+    async def join_groups(self) -> None:
+        self.joined = self.groups_to_join()
+        for group in self.joined:
+            await self.channel_layer.group_add(group, self.channel_name)
+
+    async def resync_loop(self) -> None:
+        while True:
+            await asyncio.sleep(RESYNC_SECONDS)
+            await self.join_groups()
+            # Roles may have changed since the socket opened.
+            self.scope["user"] = await database_sync_to_async(_fresh_user)(self.scope["user"])
+            self.frame_class = await database_sync_to_async(self.compute_frame_class)()
+            # Redis may have restarted and started the sequences again at 1.
+            self.seen.clear()
+            self.mark_dirty()
+
+    # -- events from blockmig.publish -------------------------------------------------
+
+    async def migration_changed(self, event: dict) -> None:
+        if self.wants(event):
+            self.note(("migration", event["id"]), event["seq"])
+
+    async def inventory_changed(self, event: dict) -> None:
+        if self.wants(event):
+            self.note(("hypervisor", event["id"]), event["seq"])
+
+    def wants(self, event: dict) -> bool:
+        return True
+
+    def note(self, subject: tuple, seq: int) -> None:
+        """Drop an event older than one already rendered; otherwise schedule a render."""
+        if seq <= self.seen.get(subject, 0):
+            return
+        self.seen[subject] = seq
+        self.mark_dirty()
+
+    def mark_dirty(self) -> None:
+        self.dirty = True
+        if self.render_task is None or self.render_task.done():
+            self.render_task = asyncio.create_task(self.render_loop())
+
+    async def render_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self.dirty:
+            wait = self.last_render + self.min_interval - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self.dirty = False
+            seen = dict(self.seen)
+            key = self.frame_key(seen)
+            frame = render_cache.peek(key) if key else None
+            if frame is None:
+                try:
+                    frame = await database_sync_to_async(self.render_frame)(seen, key)
+                except Exception:
+                    # Transient (a locked database, say): 1011 makes the browser reconnect
+                    # with backoff, and the reconnect catches up.
+                    log.exception("live render failed for %s", self.scope.get("path"))
+                    await self.close(code=1011)
+                    return
+            self.last_render = loop.time()
+            if frame is None:
+                await self.close(code=CLOSE_NOT_FOUND)
+                return
+            await self.send(text_data=frame)
+
+    def frame_key(self, seen: dict[tuple, int]) -> tuple | None:
+        """Sockets with equal keys get the same frame. None for a catch-up: nothing says
+        how fresh another socket's render is."""
+        if not seen:
+            return None
+        return (self.page_key(), tuple(sorted(seen.items())), self.cookies.get("tz", ""), "frame", self.frame_class)
+
+    # -- rendering (sync, in the database thread) ---------------------------------------
+
+    def render_frame(self, seen: dict[tuple, int], key: tuple | None) -> str | None:
+        frame = self.render_frame_uncached(seen)
+        if key is not None:
+            render_cache.put(key, frame)
+        return frame
+
+    def render_frame_uncached(self, seen: dict[tuple, int]) -> str | None:
+        tz = self.cookies.get("tz", "")
+        # Catch-up frames share nothing: nothing says how fresh another socket's render is.
+        shared = Shared((self.page_key(), tuple(sorted(seen.items())), tz)) if seen else Shared(None)
+        try:
+            timezone.activate(zoneinfo.ZoneInfo(tz)) if tz else timezone.deactivate()
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            timezone.deactivate()
+        try:
+            body = self.render(self.fake_request(), shared)
+        finally:
+            timezone.deactivate()
+        if body is None:
+            return None
+        marks = " ".join(f"{kind}:{ident}={seq}" for (kind, ident), seq in sorted(seen.items()))
+        return f"<!-- live {self.page_key()[0]} {marks} -->\n{body}"
+
+    def compute_frame_class(self) -> tuple:
+        """Which sockets may share a frame: by default only those of one user."""
+        return self.user_key()
+
+    def user_key(self) -> tuple:
+        """What makes one user's render differ from another's beyond the data: who, and
+        the CSRF secret their forms must carry."""
+        return (self.scope["user"].pk, self.cookies.get(settings.CSRF_COOKIE_NAME, ""))
+
+    def fake_request(self):
+        """A GET request as this socket's user made it, so templates, context processors
+        and {% csrf_token %} behave as on the page (the token matches the browser's cookie)."""
+        path = self.scope.get("path", "/").removeprefix("/ws")
+        request = _request_factory.get(path, secure=self.scope.get("scheme") == "wss")
+        request.user = self.scope["user"]
+        request.session = self.scope.get("session")
+        request.COOKIES = dict(self.cookies)
+        csrf = self.cookies.get(settings.CSRF_COOKIE_NAME)
+        if csrf:
+            request.META["CSRF_COOKIE"] = csrf
+        request.htmx = HtmxDetails(request)
+        return request
+
+    def resolve(self) -> bool:
+        """Look up the page's subject; False closes the socket as not found."""
+        return True
+
+    def groups_to_join(self) -> list[str]:
+        raise NotImplementedError
+
+    def page_key(self) -> tuple:
+        raise NotImplementedError
+
+    def render(self, request, shared: Shared) -> str | None:
+        raise NotImplementedError
+
+
+class MigrationConsumer(LiveConsumer):
+    """The migration page: status with the progress bar, actions, timeline, disks."""
+
+    def resolve(self) -> bool:
+        from blockmig.models import Migration
+
+        self.migration_id = int(self.scope["url_route"]["kwargs"]["migration_id"])
+        return Migration.objects.filter(pk=self.migration_id).exists()
+
+    def groups_to_join(self) -> list[str]:
+        return [publish.migration_group(self.migration_id)]
+
+    def compute_frame_class(self) -> tuple:
+        """The page differs between users only in its actions, which follow from these
+        permissions and from being the requester; users who may act also need their own
+        CSRF token in the forms."""
+        from blockmig.models import Migration
+
+        user = self.scope["user"]
+        perms = tuple(user.has_perm(p) for p in ACTION_PERMISSIONS)
+        requester = Migration.objects.filter(pk=self.migration_id, requested_by_id=user.pk).exists()
+        return (perms, requester, self.user_key() if any(perms) else None)
+
+    def wants(self, event: dict) -> bool:
+        return event["type"] == "migration.changed" and event["id"] == self.migration_id
+
+    def page_key(self) -> tuple:
+        return ("migration", self.migration_id)
+
+    def render(self, request, shared: Shared) -> str | None:
+        from blockmig import live_fragments
+
+        return live_fragments.migration_page(request, self.migration_id, shared, self.user_key())
+
+
+class DashboardConsumer(LiveConsumer):
+    """The dashboard: active, awaiting approval (with the count), recent; host health."""
+
+    min_interval = 0.5
+
+    def groups_to_join(self) -> list[str]:
+        return [publish.DASHBOARD_GROUP]
+
+    def page_key(self) -> tuple:
+        return ("dashboard",)
+
+    def render(self, request, shared: Shared) -> str | None:
+        from blockmig import live_fragments
+
+        return shared.get(("body", self.user_key()), lambda: live_fragments.dashboard(request))
+
+
+class HostConsumer(LiveConsumer):
+    """A hypervisor's inventory pages: the chain pictures of the disks the page shows
+    (`?disk=<pk>`, repeatable), redrawn on syncs and on migration state changes."""
+
+    view_permission = "hosts.view_disk"
+    min_interval = 0.5
+
+    def resolve(self) -> bool:
+        from hosts.models import Hypervisor
+
+        hypervisor = Hypervisor.objects.filter(name=self.scope["url_route"]["kwargs"]["name"]).first()
+        if hypervisor is None:
+            return False
+        self.hypervisor_id = hypervisor.pk
+        query = parse_qs(self.scope.get("query_string", b"").decode())
+        self.disk_ids = sorted({int(v) for v in query.get("disk", []) if v.isdigit()})
+        self.migration_states: dict[int, str] = {}
+        return True
+
+    def groups_to_join(self) -> list[str]:
+        return [publish.hypervisor_group(self.hypervisor_id)]
+
+    def wants(self, event: dict) -> bool:
+        if event["type"] == "inventory.changed":
+            return event["id"] == self.hypervisor_id
+        # Progress does not change a chain picture; a new phase (mirror started, pivoted) does.
+        changed = self.migration_states.get(event["id"]) != event.get("state")
+        self.migration_states[event["id"]] = event.get("state")
+        return changed
+
+    def page_key(self) -> tuple:
+        return ("hosts", self.hypervisor_id, tuple(self.disk_ids))
+
+    def render(self, request, shared: Shared) -> str | None:
+        from blockmig import live_fragments
+
+        return shared.get(("body", self.user_key()), lambda: live_fragments.host_pages(request, self.hypervisor_id, self.disk_ids))

@@ -1,0 +1,280 @@
+"""The live push path: consumers behind session auth, fragments rendered per user, in order,
+with catch-up on connect. Real Redis channel layer (`make services` starts it), the real ASGI
+application; rows are created directly, so no libvirt is needed."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.contrib.auth.models import Group, User
+from django.test import Client
+from django.utils import timezone
+
+from blockmig import publish
+from blockmig.asgi import application
+from blockmig.consumers import CLOSE_NOT_LOGGED_IN, render_cache
+from blockmig.models import AuditEvent, Migration, MigrationDisk
+from blockmig.states import State
+from hosts.models import ChainLayer, Disk, Domain, Hypervisor
+from hosts.roles import setup_roles
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ORIGIN = (b"origin", b"http://127.0.0.1:8000")
+TIMEOUT = 5
+
+
+# ---- fixtures ---------------------------------------------------------------------
+
+
+def _user(name: str) -> User:
+    user = User.objects.create_user(name, password="pw")
+    user.groups.add(Group.objects.get(name=name))
+    return user
+
+
+@pytest.fixture
+def people(db):
+    setup_roles()
+    return {role: _user(role) for role in ("viewer", "operator", "approver")}
+
+
+@pytest.fixture
+def seed(people):
+    """testvm/vda on a lab-like host, with its chain, and a migration of it that is copying."""
+    host = Hypervisor.objects.create(name="lab", uri="qemu:///system", allowed_roots=["/srv/backups"])
+    domain = Domain.objects.create(hypervisor=host, uuid="0f0e0d0c-0000-4000-8000-000000000001", name="testvm", state="running")
+    disk = Disk.objects.create(domain=domain, target="vda", format="qcow2", source="/srv/lab/snap2.qcow2")
+    for depth, name in enumerate(("snap2", "snap1", "base")):
+        ChainLayer.objects.create(disk=disk, depth=depth, path=f"/srv/lab/{name}.qcow2", format="qcow2")
+    migration = Migration.objects.create(
+        hypervisor=host,
+        domain_uuid=domain.uuid,
+        domain_name=domain.name,
+        requested_by=people["operator"],
+        state=State.COPYING,
+        bytes_done=256 * 1024 * 1024,
+        bytes_total=1024 * 1024 * 1024,
+        rate_bps=64 * 1024 * 1024,
+    )
+    MigrationDisk.objects.create(
+        migration=migration,
+        hypervisor=host,
+        domain_uuid=domain.uuid,
+        target="vda",
+        source_path=disk.source,
+        source_chain=[layer.path for layer in disk.layers.all()],
+        destination="/srv/backups/copy.qcow2",
+        cur=256 * 1024 * 1024,
+        end=1024 * 1024 * 1024,
+    )
+    AuditEvent.objects.create(
+        event_type="requested", actor=people["operator"], actor_name="operator", migration=migration,
+        hypervisor_name=host.name, domain_name=domain.name, disk_targets="vda", to_state=State.REQUESTED,
+    )
+    render_cache.clear()
+    return {"host": host, "domain": domain, "disk": disk, "migration": migration}
+
+
+def session_cookie(user: User) -> bytes:
+    client = Client()
+    client.force_login(user)
+    return f"sessionid={client.cookies['sessionid'].value}".encode()
+
+
+async def connect(path: str, user: User | None = None) -> WebsocketCommunicator:
+    headers = [ORIGIN]
+    if user is not None:
+        headers.append((b"cookie", await sync_to_async(session_cookie)(user)))
+    return WebsocketCommunicator(application, path, headers=headers)
+
+
+async def change(migration_id: int, **fields) -> None:
+    """Commit a change the way the engine does, then publish it (after the commit)."""
+
+    def write():
+        Migration.objects.filter(pk=migration_id).update(**fields)
+        publish.migration_changed(migration_id)
+
+    await sync_to_async(write)()
+
+
+async def frame_until(comm: WebsocketCommunicator, predicate, *, limit: int = 20) -> str:
+    for _ in range(limit):
+        frame = await comm.receive_from(timeout=TIMEOUT)
+        if predicate(frame):
+            return frame
+    raise AssertionError("no matching frame")
+
+
+def element(frame: str, element_id: str) -> str:
+    """The HTML of the element with `element_id` (up to the next top-level fragment)."""
+    match = re.search(rf'<[a-z]+[^>]*\bid="{re.escape(element_id)}"', frame)
+    assert match, f"{element_id} not in frame"
+    rest = frame[match.start():]
+    nxt = re.search(r'\n<[a-z]+[^>]*\bid="migration-\d+-', rest[1:])
+    return rest if nxt is None else rest[: nxt.start() + 1]
+
+
+def seq_of(frame: str, migration_id: int) -> int:
+    match = re.search(rf"migration:{migration_id}=(\d+)", frame.split("\n", 1)[0])
+    return int(match.group(1)) if match else 0
+
+
+# ---- tests --------------------------------------------------------------------------
+
+
+async def test_socket_refused_without_login(seed):
+    comm = await connect(f"/ws/migrations/{seed['migration'].pk}/")
+    connected, code = await comm.connect(timeout=TIMEOUT)
+    assert not connected
+    assert code == CLOSE_NOT_LOGGED_IN
+
+
+async def test_socket_refused_from_foreign_origin(seed, people):
+    cookie = await sync_to_async(session_cookie)(people["viewer"])
+    comm = WebsocketCommunicator(
+        application, f"/ws/migrations/{seed['migration'].pk}/",
+        headers=[(b"origin", b"http://evil.example"), (b"cookie", cookie)],
+    )
+    connected, _ = await comm.connect(timeout=TIMEOUT)
+    assert not connected
+
+
+async def test_catch_up_on_connect_shows_current_state(seed, people):
+    m = seed["migration"]
+    comm = await connect(f"/ws/migrations/{m.pk}/", people["viewer"])
+    connected, _ = await comm.connect(timeout=TIMEOUT)
+    assert connected
+    frame = await comm.receive_from(timeout=TIMEOUT)
+    status = element(frame, f"migration-{m.pk}-status")
+    assert "25.0 %" in status and "Copying" in status
+    for part in ("actions", "timeline", "disks"):
+        assert f'id="migration-{m.pk}-{part}"' in frame
+    await comm.disconnect()
+
+
+async def test_viewer_receives_progress_without_action_buttons(seed, people):
+    m = seed["migration"]
+    comm = await connect(f"/ws/migrations/{m.pk}/", people["viewer"])
+    await comm.connect(timeout=TIMEOUT)
+    await comm.receive_from(timeout=TIMEOUT)
+
+    await change(m.pk, bytes_done=768 * 1024 * 1024)
+    frame = await frame_until(comm, lambda f: "75.0 %" in f)
+    assert "<button" not in element(frame, f"migration-{m.pk}-actions")
+
+    await change(m.pk, state=State.READY, bytes_done=1024 * 1024 * 1024, ready_at=timezone.now())
+    frame = await frame_until(comm, lambda f: "awaiting approval" in f)
+    assert "<button" not in element(frame, f"migration-{m.pk}-actions")
+    await comm.disconnect()
+
+
+async def test_approver_receives_approve_button_when_ready(seed, people):
+    m = seed["migration"]
+    comm = await connect(f"/ws/migrations/{m.pk}/", people["approver"])
+    await comm.connect(timeout=TIMEOUT)
+    first = await comm.receive_from(timeout=TIMEOUT)
+    assert "Approve" not in element(first, f"migration-{m.pk}-actions")
+
+    await change(m.pk, state=State.READY, bytes_done=1024 * 1024 * 1024, ready_at=timezone.now())
+    frame = await frame_until(comm, lambda f: "awaiting approval" in f)
+    actions = element(frame, f"migration-{m.pk}-actions")
+    assert re.search(r"<button[^>]*>\s*Approve", actions)
+    await comm.disconnect()
+
+
+async def test_requester_gets_no_approve_button_for_own_migration(seed, people):
+    m = seed["migration"]
+    await sync_to_async(people["operator"].groups.add)(await sync_to_async(Group.objects.get)(name="approver"))
+    comm = await connect(f"/ws/migrations/{m.pk}/", people["operator"])
+    await comm.connect(timeout=TIMEOUT)
+    await comm.receive_from(timeout=TIMEOUT)
+    await change(m.pk, state=State.READY, ready_at=timezone.now())
+    frame = await frame_until(comm, lambda f: "awaiting approval" in f)
+    assert not re.search(r"<button[^>]*>\s*Approve", element(frame, f"migration-{m.pk}-actions"))
+    await comm.disconnect()
+
+
+async def test_messages_for_one_migration_arrive_in_order(seed, people):
+    m = seed["migration"]
+    comm = await connect(f"/ws/migrations/{m.pk}/", people["viewer"])
+    await comm.connect(timeout=TIMEOUT)
+    await comm.receive_from(timeout=TIMEOUT)
+
+    mib = 1024 * 1024
+    steps = [300, 400, 500, 600, 700, 800, 900, 1024]
+    for done in steps:
+        await change(m.pk, bytes_done=done * mib)
+    seqs, percents = [], []
+    while not percents or percents[-1] < 100.0:
+        frame = await comm.receive_from(timeout=TIMEOUT)
+        seqs.append(seq_of(frame, m.pk))
+        shown = re.search(r"(\d+(?:\.\d)?) %", element(frame, f"migration-{m.pk}-status"))
+        percents.append(float(shown.group(1)))
+    # Bursts may be coalesced, never reordered: both sequences only go up.
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    assert percents == sorted(percents)
+    assert percents[-1] == 100.0
+    await comm.disconnect()
+
+
+async def test_older_event_is_dropped(seed, people):
+    """An event that arrives late from another process must not trigger a render."""
+    m = seed["migration"]
+    comm = await connect(f"/ws/migrations/{m.pk}/", people["viewer"])
+    await comm.connect(timeout=TIMEOUT)
+    await comm.receive_from(timeout=TIMEOUT)
+    await change(m.pk, bytes_done=512 * 1024 * 1024)
+    frame = await comm.receive_from(timeout=TIMEOUT)
+    seq = seq_of(frame, m.pk)
+    await comm.send_input({"type": "migration.changed", "id": m.pk, "seq": seq - 1, "state": State.COPYING})
+    assert await comm.receive_nothing(timeout=0.5)
+    await comm.disconnect()
+
+
+async def test_failure_reason_pushed_as_it_happens(seed, people):
+    m = seed["migration"]
+    comm = await connect(f"/ws/migrations/{m.pk}/", people["viewer"])
+    await comm.connect(timeout=TIMEOUT)
+    await comm.receive_from(timeout=TIMEOUT)
+    reason = "The destination directory /srv/backups is full: free 2.0 GiB or choose another root."
+    await change(m.pk, state=State.FAILED, failure_reason=reason, finished_at=timezone.now())
+    frame = await frame_until(comm, lambda f: "Failed" in f)
+    assert "free 2.0 GiB or choose another root" in element(frame, f"migration-{m.pk}-status")
+    await comm.disconnect()
+
+
+async def test_dashboard_shows_new_migration_and_approval_count(seed, people):
+    m = seed["migration"]
+    comm = await connect("/ws/dashboard/", people["approver"])
+    connected, _ = await comm.connect(timeout=TIMEOUT)
+    assert connected
+    first = await comm.receive_from(timeout=TIMEOUT)
+    assert f'id="migration-row-{m.pk}"' in first or "testvm" in first
+    await change(m.pk, state=State.READY, ready_at=timezone.now())
+    frame = await frame_until(comm, lambda f: re.search(r'id="approval-count"[^>]*>\s*1\b', f) is not None)
+    assert "testvm" in frame
+    await comm.disconnect()
+
+
+async def test_chain_picture_redrawn_on_inventory_change(seed, people):
+    disk = seed["disk"]
+    comm = await connect(f"/ws/hosts/lab/?disk={disk.pk}", people["viewer"])
+    connected, _ = await comm.connect(timeout=TIMEOUT)
+    assert connected
+    first = await comm.receive_from(timeout=TIMEOUT)
+    assert f'id="chain-{disk.pk}"' in first and "snap2.qcow2" in first
+
+    def pivot():
+        ChainLayer.objects.filter(disk=disk, depth=0).update(path="/srv/backups/copy.qcow2")
+        Disk.objects.filter(pk=disk.pk).update(source="/srv/backups/copy.qcow2")
+        publish.inventory_changed(seed["host"].pk)
+
+    await sync_to_async(pivot)()
+    frame = await frame_until(comm, lambda f: "copy.qcow2" in f)
+    assert "snap1.qcow2" in frame and "base.qcow2" in frame and "snap2.qcow2" not in frame
+    await comm.disconnect()
