@@ -17,6 +17,7 @@ then catch up when they reconnect or at their next periodic resync.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 
@@ -74,7 +75,16 @@ def _send(groups: list[str], message: dict) -> None:
         for group in groups:
             await layer.group_send(group, message)
 
-    async_to_sync(send_all)()
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        async_to_sync(send_all)()
+        return
+    # This thread runs an event loop (an async driver calling back into sync code):
+    # AsyncToSync refuses here, so send from a short-lived thread and wait for it.
+    sender = threading.Thread(target=async_to_sync(send_all), name="blockmig-publish")
+    sender.start()
+    sender.join(timeout=5)
 
 
 def migration_changed(migration_id: int) -> None:

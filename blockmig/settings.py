@@ -103,7 +103,12 @@ REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6390/0")
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": os.environ.get("BLOCKMIG_CHANNEL_PREFIX", "blockmig")},
+        "CONFIG": {
+            # channels_redis waits for messages in 5 s blocking reads; redis-py 8 would time
+            # those out at 5 s and drop every idle socket, so allow a longer read.
+            "hosts": [{"address": REDIS_URL, "socket_timeout": 30}],
+            "prefix": os.environ.get("BLOCKMIG_CHANNEL_PREFIX", "blockmig"),
+        },
     }
 }
 

@@ -4,6 +4,7 @@ application; rows are created directly, so no libvirt is needed."""
 
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
@@ -28,6 +29,16 @@ TIMEOUT = 5
 
 
 # ---- fixtures ---------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def private_channel_layer(settings):
+    """A channel prefix of our own: workers and other test runs share this Redis, and their
+    migration ids collide with ours."""
+    layer = dict(settings.CHANNEL_LAYERS["default"])
+    layer["CONFIG"] = {**layer.get("CONFIG", {}), "prefix": f"blockmig-test-{os.getpid()}"}
+    settings.CHANNEL_LAYERS = {"default": layer}  # channels resets its layers on this change
+    yield
 
 
 def _user(name: str) -> User:

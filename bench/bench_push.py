@@ -1,0 +1,256 @@
+"""Fan-out of live progress: N websocket clients on one migration, through a real daphne.
+
+    .venv/bin/python bench/bench_push.py [--clients 200] [--updates 30] [--shared-user]
+
+For each update the bench commits a progress change and calls publish.migration_changed
+(what the engine does on commit), then waits until every client has received a frame
+rendered at that seq or later. Delivery latency = publish call → frame received.
+
+Baseline, in the same run and against the same Redis: a bare channels_redis group_send to
+a group of N channels, latency = group_send → receive on each channel. The printed ratio is
+p95(push) / p95(bare): what the consumer's re-read, per-user render and the websocket hop
+cost on top of the channel layer itself.
+
+By default every client is a different viewer (no render can be shared between them); with
+--shared-user all clients are tabs of one user, which the per-process render cache serves
+with one render per update.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import os
+import re
+import shutil
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+def setup_environment() -> Path:
+    var = Path(tempfile.mkdtemp(prefix="blockmig-bench-push-"))
+    os.environ["BLOCKMIG_VAR_DIR"] = str(var)
+    os.environ["BLOCKMIG_CHANNEL_PREFIX"] = f"bench{os.getpid()}"
+    os.environ["BLOCKMIG_LOG_LEVEL"] = "WARNING"
+    os.environ["DJANGO_DEBUG"] = "0"
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "blockmig.settings")
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    return var
+
+
+def create_rows(clients: int, shared_user: bool):
+    from django.contrib.auth.models import Group, User
+    from django.test import Client
+
+    from blockmig.models import Migration, MigrationDisk
+    from blockmig.states import State
+    from hosts.models import Hypervisor
+    from hosts.roles import setup_roles
+
+    setup_roles()
+    viewer_group = Group.objects.get(name="viewer")
+    operator = User.objects.create_user("operator")
+    operator.groups.add(Group.objects.get(name="operator"))
+    host = Hypervisor.objects.create(name="bench", uri="test:///default")
+    migration = Migration.objects.create(
+        hypervisor=host, domain_uuid="00000000-0000-4000-8000-0000000000b1", domain_name="benchvm",
+        requested_by=operator, state=State.COPYING, bytes_total=1 << 30,
+    )  # fmt: skip
+    MigrationDisk.objects.create(
+        migration=migration, hypervisor=host, domain_uuid=migration.domain_uuid, target="vda",
+        source_path="/srv/a.qcow2", destination="/srv/b.qcow2", end=1 << 30,
+    )  # fmt: skip
+    cookies = []
+    for i in range(1 if shared_user else clients):
+        user = User.objects.create_user(f"viewer{i}")
+        user.groups.add(viewer_group)
+        client = Client()
+        client.force_login(user)
+        cookies.append(f"sessionid={client.cookies['sessionid'].value}")
+    return migration.pk, [cookies[i % len(cookies)] for i in range(clients)]
+
+
+class MiniWebsocket:
+    """Just enough of a websocket client for the bench (text frames in, pongs out), on
+    asyncio streams: the websocket libraries at hand are bound to Twisted once Django
+    has loaded daphne."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def connect(cls, port: int, path: str, cookie: str) -> MiniWebsocket:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        key = base64.b64encode(os.urandom(16)).decode()
+        writer.write(
+            (
+                f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                f"Origin: http://127.0.0.1:{port}\r\nCookie: {cookie}\r\n\r\n"
+            ).encode()
+        )
+        head = await reader.readuntil(b"\r\n\r\n")
+        if b" 101 " not in head.split(b"\r\n", 1)[0]:
+            raise RuntimeError(f"handshake refused: {head[:80]!r}")
+        return cls(reader, writer)
+
+    async def receive(self) -> bytes | None:
+        """The next text message; None when the server closed."""
+        while True:
+            first, second = await self.reader.readexactly(2)
+            length = second & 0x7F
+            if length == 126:
+                length = struct.unpack("!H", await self.reader.readexactly(2))[0]
+            elif length == 127:
+                length = struct.unpack("!Q", await self.reader.readexactly(8))[0]
+            payload = await self.reader.readexactly(length)
+            opcode = first & 0x0F
+            if opcode == 0x8:
+                return None
+            if opcode == 0x9:  # ping → pong (client frames are masked)
+                mask = os.urandom(4)
+                masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+                self.writer.write(bytes([0x8A, 0x80 | len(payload)]) + mask + masked)
+                continue
+            return payload
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+async def run_push(port: int, migration_id: int, cookies: list[str], updates: int) -> list[float]:
+    from asgiref.sync import sync_to_async
+
+    from blockmig import publish
+    from blockmig.models import Migration
+
+    seq_pattern = re.compile(rf"migration:{migration_id}=(\d+)".encode())
+    sockets = [await MiniWebsocket.connect(port, f"/ws/migrations/{migration_id}/", c) for c in cookies]
+    for ws in sockets:  # the catch-up frame
+        await asyncio.wait_for(ws.receive(), timeout=30)
+
+    async def until_seq(ws: MiniWebsocket, target: int, sent_at: float) -> float:
+        while True:
+            frame = await ws.receive()
+            if frame is None:
+                raise RuntimeError("socket closed")
+            match = seq_pattern.search(frame[:200])
+            if match and int(match.group(1)) >= target:
+                return time.perf_counter() - sent_at
+
+    def commit_and_publish(done: int) -> None:
+        Migration.objects.filter(pk=migration_id).update(bytes_done=done)
+        publish.migration_changed(migration_id)
+
+    latencies = []
+    for i in range(updates):
+        # The publish takes the next number; a frame at or after it shows this update.
+        target = await sync_to_async(publish.current_seq)(f"migration:{migration_id}") + 1
+        sent_at = time.perf_counter()
+        waiters = [asyncio.create_task(until_seq(ws, target, sent_at)) for ws in sockets]
+        await sync_to_async(commit_and_publish)((i + 1) * (1 << 30) // updates)
+        latencies += await asyncio.wait_for(asyncio.gather(*waiters), timeout=60)
+        await asyncio.sleep(0.1)
+    for ws in sockets:
+        ws.close()
+    return latencies
+
+
+async def run_bare(clients: int, updates: int) -> list[float]:
+    from channels.layers import get_channel_layer
+
+    layer = get_channel_layer()
+    group = f"bench-bare-{os.getpid()}"
+    channels = [await layer.new_channel() for _ in range(clients)]
+    for name in channels:
+        await layer.group_add(group, name)
+    latencies = []
+    for i in range(updates):
+
+        async def receive(name: str, sent_at: float) -> float:
+            await layer.receive(name)
+            return time.perf_counter() - sent_at
+
+        sent_at = time.perf_counter()
+        receivers = [asyncio.create_task(receive(name, sent_at)) for name in channels]
+        await layer.group_send(group, {"type": "migration.changed", "id": 1, "seq": i + 1})
+        latencies += await asyncio.gather(*receivers)
+        await asyncio.sleep(0.1)
+    for name in channels:
+        await layer.group_discard(group, name)
+    return latencies
+
+
+def summary(name: str, latencies: list[float]) -> str:
+    ms = [x * 1000 for x in latencies]
+    return f"{name:<34} n={len(ms):<6} p50={statistics.median(ms):7.1f} ms  p95={percentile(ms, 95):7.1f} ms  max={max(ms):7.1f} ms"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", type=int, default=200)
+    parser.add_argument("--updates", type=int, default=30)
+    parser.add_argument("--shared-user", action="store_true", help="all clients are one user's tabs")
+    args = parser.parse_args()
+
+    var = setup_environment()
+    migration_id, cookies = create_rows(args.clients, args.shared_user)
+    port = free_port()
+    daphne = subprocess.Popen(
+        [str(Path(sys.executable).parent / "daphne"), "-b", "127.0.0.1", "-p", str(port), "blockmig.asgi:application"],
+        cwd=ROOT, env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or daphne.poll() is not None:
+                    raise SystemExit(f"daphne did not start: {daphne.stderr.read().decode()[-2000:]}")
+                time.sleep(0.1)
+        bare = asyncio.run(run_bare(args.clients, args.updates))
+        push = asyncio.run(run_push(port, migration_id, cookies, args.updates))
+    finally:
+        daphne.terminate()
+        daphne.wait(timeout=10)
+        shutil.rmtree(var, ignore_errors=True)
+
+    who = "1 shared user" if args.shared_user else f"{args.clients} distinct viewers"
+    print(f"fan-out: {args.clients} websocket clients on one migration, {args.updates} progress updates, {who}")
+    print(summary("bare channels_redis group_send", bare))
+    print(summary("push (publish → frame in client)", push))
+    ratio = percentile(push, 95) / percentile(bare, 95)
+    print(f"p95 ratio push / bare: {ratio:.1f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
