@@ -157,6 +157,18 @@ class DomainFactory:
         self.names.append(name)
         return TestDomain(name, define_and_start(name, made, self.lab.virt_type, persistent), directory, backups, made)
 
+    def prepared(self, label: str, build, persistent: bool = True) -> TestDomain:
+        """A domain on images that `build(directory)` makes (returning its Disks) before the
+        domain starts, for tests that need their own chain or data layout."""
+        name = self._name(label)
+        directory = self.root / name
+        directory.mkdir(parents=True)
+        backups = directory / "backups"
+        backups.mkdir()
+        self.names.append(name)
+        made = build(directory)
+        return TestDomain(name, define_and_start(name, made, self.lab.virt_type, persistent), directory, backups, made)
+
     def cleanup(self) -> None:
         for name in self.names:
             for job_disk in ("vda", "vdb"):
