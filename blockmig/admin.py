@@ -8,19 +8,7 @@ delete here: the has_*_permission methods answer False whatever the user's permi
 from django.contrib import admin
 
 from blockmig.models import AuditEvent, Migration, MigrationDisk
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    actions = None
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
+from hosts.admin import ReadOnlyAdmin
 
 
 class MigrationDiskInline(admin.TabularInline):

@@ -29,6 +29,10 @@ class HypervisorAdmin(admin.ModelAdmin):
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
+    """For rows that only blockmig writes (inventory from syncs, migrations, audit)."""
+
+    actions = None
+
     def has_add_permission(self, request, obj=None) -> bool:
         return False
 
