@@ -7,14 +7,18 @@ or LibvirtFailure (the host answered no), each with a message an operator can ac
 
 from __future__ import annotations
 
+import os
+import posixpath
 import threading
+import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 from dataclasses import replace
+from urllib.parse import urlsplit
 
 import libvirt
 
 from hosts import domxml
-from hosts.records import DiskRecord, DomainRecord, HostFacts, Inventory, version_string
+from hosts.records import BlockJobInfo, DiskRecord, DomainRecord, HostFacts, Inventory, version_string
 from hosts.uris import uri_problem
 
 # libvirt prints every error to stderr by default; we report them ourselves.
@@ -258,13 +262,6 @@ def open_host(uri: str, timeout: float = 10.0) -> HostConnection:
 # =====================================================================================
 # Block jobs (migration engine). Everything below is used by blockmig.engine/preflight.
 # =====================================================================================
-
-import os  # noqa: E402
-import posixpath  # noqa: E402
-import xml.etree.ElementTree as ET  # noqa: E402
-from urllib.parse import urlsplit  # noqa: E402
-
-from hosts.records import BlockJobInfo, DiskRecord  # noqa: E402
 
 # BLOCK_JOB_2 statuses, by name, so callers never see libvirt's numbers.
 JOB_EVENT_NAMES = {

@@ -1,7 +1,7 @@
 """What a user sees on the inventory pages: health, stale data, search, pagination,
 disks and their jobs, times in their timezone, and a query count that does not grow."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
 from django.db import connection
@@ -213,6 +213,8 @@ def test_refresh_reports_the_sync_result(client_for, hosts):
     html = response.content.decode()
     assert "Sync of gone failed: Cannot reach qemu+tcp://127.0.0.1:1/system" in html
     assert "The last-known data is still shown." in html
+    unreachable.refresh_from_db()
+    assert unreachable.is_stale and unreachable.last_sync_error.startswith("Cannot reach")
 
     Hypervisor.objects.create(name="testdrv", uri="test:///default")
     response = client_for("operator").post(reverse("hypervisor_refresh", args=["testdrv"]), follow=True)

@@ -26,29 +26,15 @@ import pytest
 # Playwright's sync API runs an event loop in this thread; Django's ORM would refuse to run.
 os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
 
-import redis  # noqa: E402
-from django.conf import settings  # noqa: E402
 
 from tests.browser import remote  # noqa: E402
-from tests.deploy.conftest import (  # noqa: E402
-    LOG_ROOT, CallServer, Deployment, _admin_connection, _pid_alive, deployment_env, ensure_postgres, ensure_redis,
-    wait_for_daphne, wait_for_worker,
-)
+from tests.deploy.conftest import LOG_ROOT, Deployment, running_deployment  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / "artifacts" / "screenshots"
-DATABASE_PREFIX = "blockmig_browser_"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
-
-
-def _drop_stale_databases(admin) -> None:
-    names = admin.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", [DATABASE_PREFIX + "%"]).fetchall()
-    for (name,) in names:
-        pid = name.removeprefix(DATABASE_PREFIX)
-        if pid.isdigit() and not _pid_alive(int(pid)):
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")
@@ -58,36 +44,9 @@ def site() -> Iterator[Deployment]:
         pytest.fail("the browser tier needs root and libvirt (make services)")
     if not Path(CHROMIUM).exists():
         pytest.fail("needs Debian's chromium (the setup installs it)")
-    ensure_postgres()
-    ensure_redis()
-    pid = os.getpid()
-    database = f"{DATABASE_PREFIX}{pid}"
-    log_dir = LOG_ROOT / f"blockmig-browser-{pid}"
-    shutil.rmtree(log_dir, ignore_errors=True)
-    log_dir.mkdir(parents=True)
-    with _admin_connection() as admin:
-        _drop_stale_databases(admin)
-        admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        admin.execute(f'CREATE DATABASE "{database}"')
-    deployment = Deployment(database, deployment_env(database, f"bmbrowser{pid}-{uuid.uuid4().hex[:6]}"), log_dir)
-    try:
-        deployment.manage("migrate", "--noinput")
-        deployment.manage("setup_roles")
-        deployment.start_worker(0)
-        deployment.start_daphne(0)
-        deployment.server = CallServer(deployment.env, log_dir / "calls.log")
+    with running_deployment("browser", processes=1) as deployment:
         deployment.call(remote.create_people)
-        wait_for_worker(deployment.workers[0])
-        wait_for_daphne(deployment.daphnes[0])
         yield deployment
-    finally:
-        deployment.stop()
-        with _admin_connection() as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        r = redis.Redis.from_url(settings.REDIS_URL)
-        for key in r.scan_iter(f"{deployment.env['BLOCKMIG_CHANNEL_PREFIX']}*"):
-            r.delete(key)
-        shutil.rmtree(log_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

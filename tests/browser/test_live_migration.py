@@ -96,7 +96,7 @@ def test_operator_starts_and_approver_approves_live(site, seed_domain, login, sc
     # The chain picture is redrawn: copy ← snap1 ← base, snap2 no longer in it.
     desc = chain.locator(f"#chain-{vm.disk_pk}-desc")
     expect(desc).to_have_text(
-        re.compile(rf"copy\.qcow2 backed by \S*/snap1\.qcow2 backed by \S*/base\.qcow2\.$"), timeout=LIVE)
+        re.compile(r"copy\.qcow2 backed by \S*/snap1\.qcow2 backed by \S*/base\.qcow2\.$"), timeout=LIVE)
     expect(chain).not_to_contain_text("snap2.qcow2")
     assert_not_reloaded(disk_page)
     chain.screenshot(path=screenshots / "chain.png")

@@ -24,6 +24,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -34,25 +35,16 @@ import pytest
 import redis
 from django.conf import settings
 
+from tests.pids import pid_alive
+
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent  # the venv's bin: python, daphne
 PG_PORT = 5439
 PG_SERVER = f"postgres://postgres@127.0.0.1:{PG_PORT}"
 LOG_ROOT = Path("/var/tmp")
-DATABASE_PREFIX = "blockmig_deploy_"
 # Short leases so a takeover after kill -9 happens within seconds (production: 15 s / 5 s / 5 s).
 LEASES = {"BLOCKMIG_LEASE_SECONDS": "3", "BLOCKMIG_HEARTBEAT_SECONDS": "1", "BLOCKMIG_REAPER_SECONDS": "1"}
 START_TIMEOUT = 60.0
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return True
 
 
 # -- services ---------------------------------------------------------------------------------
@@ -75,12 +67,12 @@ def ensure_redis() -> None:
         subprocess.run(["make", "-s", "redis"], cwd=REPO, check=True)
 
 
-def drop_stale_databases(connection: psycopg.Connection) -> None:
+def drop_stale_databases(connection: psycopg.Connection, prefix: str) -> None:
     """Databases of sessions that died without tearing down."""
-    names = connection.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", [DATABASE_PREFIX + "%"]).fetchall()
+    names = connection.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", [prefix + "%"]).fetchall()
     for (name,) in names:
-        pid = name.removeprefix(DATABASE_PREFIX)
-        if pid.isdigit() and not _pid_alive(int(pid)):
+        pid = name.removeprefix(prefix)
+        if pid.isdigit() and not pid_alive(int(pid)):
             connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
@@ -305,24 +297,26 @@ def deployment_env(database: str, prefix: str) -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="session")
-def deployment_session() -> Iterator[Deployment]:
+@contextmanager
+def running_deployment(kind: str, processes: int) -> Iterator[Deployment]:
+    """A database of its own, `processes` workers and as many daphne, all torn down after."""
     ensure_postgres()
     ensure_redis()
     pid = os.getpid()
-    database = f"{DATABASE_PREFIX}{pid}"
-    log_dir = LOG_ROOT / f"blockmig-deploy-{pid}"
+    prefix = f"blockmig_{kind}_"
+    database = f"{prefix}{pid}"
+    log_dir = LOG_ROOT / f"blockmig-{kind}-{pid}"
     shutil.rmtree(log_dir, ignore_errors=True)
     log_dir.mkdir(parents=True)
     with _admin_connection() as admin:
-        drop_stale_databases(admin)
+        drop_stale_databases(admin, prefix)
         admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
         admin.execute(f'CREATE DATABASE "{database}"')
-    deployment = Deployment(database, deployment_env(database, f"bmdeploy{pid}-{uuid.uuid4().hex[:6]}"), log_dir)
+    deployment = Deployment(database, deployment_env(database, f"bm{kind}{pid}-{uuid.uuid4().hex[:6]}"), log_dir)
     try:
         deployment.manage("migrate", "--noinput")
         deployment.manage("setup_roles")
-        for index in range(2):
+        for index in range(processes):
             deployment.start_worker(index)
             deployment.start_daphne(index)
         deployment.server = CallServer(deployment.env, log_dir / "calls.log")
@@ -339,6 +333,12 @@ def deployment_session() -> Iterator[Deployment]:
         for key in r.scan_iter(f"{deployment.env['BLOCKMIG_CHANNEL_PREFIX']}*"):
             r.delete(key)
         shutil.rmtree(log_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def deployment_session() -> Iterator[Deployment]:
+    with running_deployment("deploy", processes=2) as deployment:
+        yield deployment
 
 
 @pytest.fixture
@@ -358,7 +358,7 @@ def lab_domains():
     start with `bmtest-<pid>-`, so the lab tier's stale-lab cleanup removes them too.
     """
     if os.geteuid() != 0 or shutil.which("virsh") is None:
-        pytest.skip("needs root and libvirt (make services)")
+        pytest.fail("needs root and libvirt (make services)")
     from hosts.lab.services import ensure_libvirtd
     from tests.lab.engine_helpers import DomainFactory
 

@@ -16,6 +16,8 @@ import pytest
 from hosts.lab import LabInfo, build_lab, destroy_lab, wait_until_up
 from hosts.lab.domains import VIRT_TYPE_FILE, destroy_and_undefine, virsh
 from hosts.lab.services import ensure_libvirtd
+from tests.lab.engine_helpers import domains, people, worker  # noqa: F401  (fixtures of the migration tests)
+from tests.pids import pid_alive
 
 TEST_LAB_ROOT = Path("/var/tmp")
 # The KVM-or-TCG verdict costs a boot (up to 20 s when KVM hangs): share it between sessions.
@@ -23,33 +25,23 @@ SHARED_VERDICT = TEST_LAB_ROOT / "blockmig-test-virt_type"
 _STALE = re.compile(r"^bmtest-(\d+)-")
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return True
-
-
 def _remove_stale_test_labs() -> None:
     """Domains and dirs left by test sessions that died without tearing down."""
     names = virsh("list", "--all", "--name", check=False).stdout.split()
     for name in names:
         match = _STALE.match(name)
-        if match and not _pid_alive(int(match.group(1))):
+        if match and not pid_alive(int(match.group(1))):
             destroy_and_undefine(name)
     for path in TEST_LAB_ROOT.glob("blockmig-test-lab-*"):
         pid = path.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _pid_alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
 def lab() -> Iterator[LabInfo]:
     if os.geteuid() != 0 or shutil.which("virsh") is None:
-        pytest.skip("the lab tier needs root and libvirt (make services)")
+        pytest.fail("the lab tier needs root and libvirt (make services)")
     try:
         ensure_libvirtd()
     except (RuntimeError, subprocess.CalledProcessError) as error:

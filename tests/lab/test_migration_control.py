@@ -14,7 +14,7 @@ from blockmig.lifecycle import (
     migration_set_bandwidth,
 )
 from blockmig.models import AuditEvent
-from tests.lab.engine_helpers import has_block_job, chain_paths, domains, make_hypervisor, people, run, wait_for_state, worker  # noqa: F401
+from tests.lab.engine_helpers import chain_paths, has_block_job, make_hypervisor, run, wait_for_state
 
 pytestmark = pytest.mark.lab
 MiB = 2**20

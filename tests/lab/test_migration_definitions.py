@@ -6,7 +6,7 @@ import subprocess
 import pytest
 
 from blockmig.lifecycle import DiskRequest, migration_abort, migration_approve, migration_request
-from tests.lab.engine_helpers import domains, make_hypervisor, people, wait_for_state, worker  # noqa: F401
+from tests.lab.engine_helpers import make_hypervisor, wait_for_state
 
 pytestmark = pytest.mark.lab
 MiB = 2**20

@@ -15,16 +15,7 @@ import subprocess
 import pytest
 
 from blockmig.lifecycle import DiskRequest, migration_approve, migration_request
-from tests.lab.engine_helpers import (  # noqa: F401
-    Disk,
-    chain_paths,
-    domains,
-    make_hypervisor,
-    people,
-    run,
-    wait_for_state,
-    worker,
-)
+from tests.lab.engine_helpers import Disk, chain_paths, make_hypervisor, run, wait_for_state
 
 pytestmark = pytest.mark.lab
 MiB = 2**20

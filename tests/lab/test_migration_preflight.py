@@ -5,7 +5,7 @@ import pytest
 from blockmig.errors import Refused
 from blockmig.lifecycle import DiskRequest, migration_request
 from blockmig.models import Migration
-from tests.lab.engine_helpers import has_block_job, domains, make_hypervisor, people, run  # noqa: F401
+from tests.lab.engine_helpers import has_block_job, make_hypervisor, run
 
 pytestmark = pytest.mark.lab
 MiB = 2**20

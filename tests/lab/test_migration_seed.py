@@ -5,7 +5,7 @@ import pytest
 from blockmig.lifecycle import DiskRequest, migration_approve, migration_request
 from blockmig.models import AuditEvent
 from hosts.lab.seed import list_files_in_image
-from tests.lab.engine_helpers import chain_paths, domains, make_hypervisor, people, wait_for_state, worker  # noqa: F401
+from tests.lab.engine_helpers import chain_paths, make_hypervisor, wait_for_state
 
 pytestmark = pytest.mark.lab
 

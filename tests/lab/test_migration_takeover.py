@@ -7,7 +7,7 @@ import pytest
 
 from blockmig.lifecycle import DiskRequest, migration_approve, migration_request, migration_set_bandwidth
 from blockmig.models import AuditEvent
-from tests.lab.engine_helpers import domains, make_hypervisor, people, run, wait_for_state, worker  # noqa: F401
+from tests.lab.engine_helpers import make_hypervisor, run, wait_for_state
 
 pytestmark = pytest.mark.lab
 MiB = 2**20
