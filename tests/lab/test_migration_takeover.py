@@ -4,10 +4,11 @@ never starts a copy twice, and the domain ends defined."""
 import time
 
 import pytest
+from django.utils import timezone
 
 from blockmig.lifecycle import DiskRequest, migration_approve, migration_request, migration_set_bandwidth
 from blockmig.models import AuditEvent
-from tests.lab.engine_helpers import make_hypervisor, run, wait_for_state
+from tests.lab.engine_helpers import has_block_job, make_hypervisor, run, wait_for_state
 
 pytestmark = pytest.mark.lab
 MiB = 2**20
@@ -96,3 +97,30 @@ def test_kill9_with_pivot_requested_on_undefine_path_ends_defined(domains, peopl
     migration = wait_for_state(migration, ["completed", "failed"], timeout=TAKEOVER)
     assert migration.state == "completed", migration.failure_reason
     assert vm.is_persistent() and vm.sources(inactive=True)["vda"] == copy
+
+
+def test_sigterm_drains_hands_the_lease_over_and_leaves_the_copy_running(domains, people, worker):
+    """A worker stopped politely exits at once without cancelling the block job; the next
+    worker takes the migration over and finishes it."""
+    vm = domains.images("drain", [("vda", "qcow2", 64 * MiB, "write -P 0x3c 0 32M")])
+    copy = str(vm.backups / "copy.qcow2")
+    migration = migration_request(user=people["operator"], hypervisor=make_hypervisor([vm.backups]),
+                                  domain_uuid=vm.uuid, disks=[DiskRequest("vda", copy)], bandwidth_mib=1)
+    wait_for_state(migration, "copying")
+    wait_for_progress(migration)
+    started = time.monotonic()
+    worker.stop()
+    assert worker.proc.returncode is not None and time.monotonic() - started < 10
+    migration.refresh_from_db()
+    assert migration.state == "copying"
+    assert migration.lease_expires_at is not None and migration.lease_expires_at <= timezone.now()
+    assert has_block_job(vm.name, "vda"), "the drain must leave QEMU's mirror running"
+    worker.start()
+    migration_set_bandwidth(migration=migration, user=people["operator"], bandwidth_mib=0)
+    wait_for_state(migration, "ready", timeout=TAKEOVER)
+    assert AuditEvent.objects.filter(migration=migration, event_type="takeover").exists()
+    migration_approve(migration=migration, user=people["approver"])
+    migration = wait_for_state(migration, ["completed", "failed"])
+    assert migration.state == "completed", migration.failure_reason
+    assert copies_started(migration) == 1
+    assert vm.sources()["vda"] == copy and vm.sources(inactive=True)["vda"] == copy
