@@ -103,9 +103,11 @@ def domain_identity(domain_xml: str) -> tuple[str, str]:
 def merge_block_stats(disks: tuple[DiskRecord, ...], stats: dict) -> tuple[DiskRecord, ...]:
     """Add capacity/allocation per layer from getAllDomainStats(BLOCK, BACKING).
 
-    Stats list each layer as block.N.{name,path,backingIndex,capacity,allocation}; the
-    active layer carries no backingIndex (or 0 on some versions), so layers are matched by
-    target name and path.
+    Stats list each layer as block.N.{name,path,backingIndex,capacity,allocation,physical};
+    the active layer carries no backingIndex (or 0 on some versions), so layers are matched
+    by target name and path. A layer's stored allocation is its `physical` size (bytes the
+    image takes on the host): libvirt's `allocation` stat is the highest offset QEMU wrote
+    through it, which reads 0 for every backing layer and for an active layer not yet written.
     """
     by_key: dict[tuple[str, str], dict] = {}
     for i in range(int(stats.get("block.count", 0))):
@@ -114,7 +116,7 @@ def merge_block_stats(disks: tuple[DiskRecord, ...], stats: dict) -> tuple[DiskR
         path = stats.get(prefix + "path", "")
         by_key[(name, path)] = {
             "capacity": stats.get(prefix + "capacity"),
-            "allocation": stats.get(prefix + "allocation"),
+            "allocation": stats.get(prefix + "physical", stats.get(prefix + "allocation")),
         }
     merged = []
     for disk in disks:

@@ -168,6 +168,16 @@ def test_merge_block_stats_adds_capacity_and_allocation_per_layer():
     assert [layer.path for layer in disk.chain] == ["/lab/snap2.qcow2", "/lab/snap1.qcow2", "/lab/base.qcow2"]
 
 
+def test_merge_block_stats_prefers_the_size_on_the_host_to_the_highest_written_offset():
+    """What libvirt 9 reports for the seed chain: allocation 0 on every layer, physical real."""
+    (disk,) = merge_block_stats(parse_disks(domain(QCOW2_CHAIN_OF_3)), {
+        "block.count": 2,
+        "block.0.name": "vda", "block.0.path": "/lab/snap2.qcow2", "block.0.allocation": 0, "block.0.physical": 528_384,
+        "block.1.name": "vda", "block.1.path": "/lab/snap1.qcow2", "block.1.allocation": 0, "block.1.physical": 528_384,
+    })
+    assert [layer.allocation for layer in disk.chain] == [528_384, 528_384, None]
+
+
 def test_merge_block_stats_leaves_layers_it_has_no_stats_for():
     disks = parse_disks(domain(QCOW2_CHAIN_OF_3))
     assert merge_block_stats(disks, {"block.count": 0}) == disks
