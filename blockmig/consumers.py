@@ -2,7 +2,8 @@
 
     /ws/migrations/<id>/      the migration page: status, actions, timeline, disks
     /ws/dashboard/            the dashboard's migrations block and approval count
-    /ws/hosts/<name>/?disk=N  a hypervisor's inventory pages: chain pictures of the shown disks
+    /ws/hosts/<name>/?disk=N  the disk page: its chain picture
+    /ws/hosts/<name>/?domain=U  the domain page: the small chain pictures of all its disks
 
 A consumer joins its groups, then sends the page's fragments as the database has them now
 (catch-up: a browser that reconnects after any outage shows the true state at once). After
@@ -213,11 +214,12 @@ class LiveConsumer(AsyncWebsocketConsumer):
                 await asyncio.sleep(wait)
             self.dirty = False
             seen = dict(self.seen)
-            key = self.frame_key(seen)
+            variant = self.take_variant(seen)
+            key = self.frame_key(seen, variant)
             frame = render_cache.peek(key) if key else None
             if frame is None:
                 try:
-                    frame = await database_sync_to_async(self.render_frame)(seen, key)
+                    frame = await database_sync_to_async(self.render_frame)(seen, key, variant)
                 except Exception:
                     # Transient (a locked database, say): 1011 makes the browser reconnect
                     # with backoff, and the reconnect catches up.
@@ -230,31 +232,37 @@ class LiveConsumer(AsyncWebsocketConsumer):
                 return
             await self.send(text_data=frame)
 
-    def frame_key(self, seen: dict[tuple, int]) -> tuple | None:
+    def take_variant(self, seen: dict[tuple, int]) -> tuple:
+        """Which optional parts the render about to start must include (a page may leave
+        out what no event since its last render touched). Called once per render, on the
+        event loop, together with the read of `seen`; part of the frame key."""
+        return ()
+
+    def frame_key(self, seen: dict[tuple, int], variant: tuple = ()) -> tuple | None:
         """Sockets with equal keys get the same frame. None for a catch-up: nothing says
         how fresh another socket's render is."""
         if not seen:
             return None
-        return (self.page_key(), tuple(sorted(seen.items())), self.cookies.get("tz", ""), "frame", self.frame_class)
+        return (self.page_key(), tuple(sorted(seen.items())), self.cookies.get("tz", ""), "frame", self.frame_class, variant)
 
     # -- rendering (sync, in the database thread) ---------------------------------------
 
-    def render_frame(self, seen: dict[tuple, int], key: tuple | None) -> str | None:
-        frame = self.render_frame_uncached(seen)
+    def render_frame(self, seen: dict[tuple, int], key: tuple | None, variant: tuple = ()) -> str | None:
+        frame = self.render_frame_uncached(seen, variant)
         if key is not None:
             render_cache.put(key, frame)
         return frame
 
-    def render_frame_uncached(self, seen: dict[tuple, int]) -> str | None:
+    def render_frame_uncached(self, seen: dict[tuple, int], variant: tuple = ()) -> str | None:
         tz = self.cookies.get("tz", "")
         # Catch-up frames share nothing: nothing says how fresh another socket's render is.
-        shared = Shared((self.page_key(), tuple(sorted(seen.items())), tz)) if seen else Shared(None)
+        shared = Shared((self.page_key(), tuple(sorted(seen.items())), tz, variant)) if seen else Shared(None)
         try:
             timezone.activate(zoneinfo.ZoneInfo(tz)) if tz else timezone.deactivate()
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
             timezone.deactivate()
         try:
-            body = self.render(self.fake_request(), shared)
+            body = self.render(self.fake_request(), shared, variant)
         finally:
             timezone.deactivate()
         if body is None:
@@ -295,7 +303,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
     def page_key(self) -> tuple:
         raise NotImplementedError
 
-    def render(self, request, shared: Shared) -> str | None:
+    def render(self, request, shared: Shared, variant: tuple = ()) -> str | None:
         raise NotImplementedError
 
 
@@ -328,16 +336,22 @@ class MigrationConsumer(LiveConsumer):
     def page_key(self) -> tuple:
         return ("migration", self.migration_id)
 
-    def render(self, request, shared: Shared) -> str | None:
+    def render(self, request, shared: Shared, variant: tuple = ()) -> str | None:
         from blockmig import live_fragments
 
         return live_fragments.migration_page(request, self.migration_id, shared, self.user_key())
 
 
 class DashboardConsumer(LiveConsumer):
-    """The dashboard: active, awaiting approval (with the count), recent; host health."""
+    """The dashboard: active, awaiting approval (with the count), recent; host health.
+
+    Every frame carries the migrations block. The header's totals and the host cards
+    (health, last sync, error) come with a catch-up and after a sync of any host
+    (`inventory.changed`), not with every progress event."""
 
     min_interval = 0.5
+    HOSTS = ("hosts",)
+    hosts_changed = False  # an inventory event arrived since the last render
 
     def groups_to_join(self) -> list[str]:
         return [publish.DASHBOARD_GROUP]
@@ -345,15 +359,28 @@ class DashboardConsumer(LiveConsumer):
     def page_key(self) -> tuple:
         return ("dashboard",)
 
-    def render(self, request, shared: Shared) -> str | None:
+    def note(self, subject: tuple, seq: int) -> None:
+        if subject[0] == "hypervisor" and seq > self.seen.get(subject, 0):
+            self.hosts_changed = True
+        super().note(subject, seq)
+
+    def take_variant(self, seen: dict[tuple, int]) -> tuple:
+        hosts = self.hosts_changed or not seen  # nothing seen: a catch-up
+        self.hosts_changed = False
+        return self.HOSTS if hosts else ()
+
+    def render(self, request, shared: Shared, variant: tuple = ()) -> str | None:
         from blockmig import live_fragments
 
-        return shared.get(("body", self.user_key()), lambda: live_fragments.dashboard(request))
+        hosts = variant == self.HOSTS
+        return shared.get(("body", self.user_key()), lambda: live_fragments.dashboard(request, hosts=hosts))
 
 
 class HostConsumer(LiveConsumer):
-    """A hypervisor's inventory pages: the chain pictures of the disks the page shows
-    (`?disk=<pk>`, repeatable), redrawn on syncs and on migration state changes."""
+    """A hypervisor's inventory pages: the chain pictures of the disks the page shows,
+    redrawn on syncs and on migration state changes. `?disk=<pk>` (repeatable): the disk
+    page's full pictures; `?domain=<uuid>`: the domain page's small pictures of every disk
+    the domain has at render time (a sync may add or remove disks)."""
 
     view_permission = "hosts.view_disk"
     min_interval = 0.5
@@ -367,7 +394,10 @@ class HostConsumer(LiveConsumer):
         self.hypervisor_id = hypervisor.pk
         query = parse_qs(self.scope.get("query_string", b"").decode())
         self.disk_ids = sorted({int(v) for v in query.get("disk", []) if v.isdigit()})
+        self.domain_uuid = query.get("domain", [""])[0].lower()
         self.migration_states: dict[int, str] = {}
+        if self.domain_uuid and not hypervisor.domains.filter(uuid=self.domain_uuid).exists():
+            return False
         return True
 
     def groups_to_join(self) -> list[str]:
@@ -382,9 +412,12 @@ class HostConsumer(LiveConsumer):
         return changed
 
     def page_key(self) -> tuple:
-        return ("hosts", self.hypervisor_id, tuple(self.disk_ids))
+        return ("hosts", self.hypervisor_id, tuple(self.disk_ids), self.domain_uuid)
 
-    def render(self, request, shared: Shared) -> str | None:
+    def render(self, request, shared: Shared, variant: tuple = ()) -> str | None:
         from blockmig import live_fragments
 
-        return shared.get(("body", self.user_key()), lambda: live_fragments.host_pages(request, self.hypervisor_id, self.disk_ids))
+        return shared.get(
+            ("body", self.user_key()),
+            lambda: live_fragments.host_pages(request, self.hypervisor_id, self.disk_ids, self.domain_uuid),
+        )

@@ -34,6 +34,7 @@ from blockmig.models import Migration, MigrationDisk
 from blockmig.preflight import DiskRequest, check_on_host
 from blockmig.states import TERMINAL_STATES, State
 from hosts.adapter import BlockJobHost, ConnectFailure, LibvirtFailure, open_block_jobs, retarget_definition
+from hosts.sync import hypervisor_sync
 
 log = logging.getLogger(__name__)
 
@@ -198,6 +199,8 @@ class Driver:
             migration_note(self.id, "undefined", {"reason": "undefine/copy/redefine procedure"}, domain_undefined=True)
         for disk in disks:
             self.start_copy(migration, disk)
+        # Open disk and domain pages draw the mirror target now, not at the next periodic sync.
+        self.refresh_inventory(migration, started_copy=True)
 
     def start_copy(self, migration: Migration, disk: MigrationDisk) -> None:
         # Recorded before the call: a crash after libvirt made the file must still remove it.
@@ -225,17 +228,21 @@ class Driver:
             if not self.host.is_persistent(migration.domain_uuid):
                 migration_note(self.id, "undefined", {"reason": "found undefined on takeover"}, domain_undefined=True)
         live = self.host.live_disks(migration.domain_uuid)
+        started = False
         for disk in migration.disks.all():
             job = self.host.job(migration.domain_uuid, disk.target, live)
             if job is None:
                 if not disk.job_started and migration.state == State.COPYING:
                     self.start_copy(migration, disk)  # we died before libvirt accepted it
+                    started = True
                     continue
                 raise Failed(f"The block copy of {disk.target} is gone (QEMU or someone else ended it); the guest stays on {disk.source_path}.")
             if job.mirror_path and job.mirror_path != disk.destination:
                 raise Failed(f"{disk.target} now carries a block job to {job.mirror_path} that blockmig did not start; it is left alone.")
             if not disk.job_started:  # we died between libvirt accepting the copy and saying so
                 MigrationDisk.objects.filter(pk=disk.pk).update(job_started=True)
+        if started:
+            self.refresh_inventory(migration, started_copy=True)
 
     def monitor(self, migration: Migration) -> None:
         log.debug("migration %s: monitoring (%s, takeover=%s)", self.id, migration.state, self.takeover)
@@ -391,15 +398,25 @@ class Driver:
             problems.append("the domain is no longer persistent")
         return problems
 
-    def refresh_inventory(self, migration: Migration) -> None:
-        try:
-            from hosts.sync import hypervisor_sync
-        except ImportError:
-            return
-        try:
-            hypervisor_sync(migration.hypervisor, force=True)
-        except Exception:  # the inventory catches up on its next sync anyway
-            log.exception("migration %s: inventory refresh failed", self.id)
+    def refresh_inventory(self, migration: Migration, *, started_copy: bool = False) -> None:
+        """Store what libvirt now says about the host; the sync publishes inventory_changed
+        on commit, so open disk and domain pages redraw their chain pictures.
+
+        After the copies started (`started_copy`) only this domain's XML is read again (the
+        mirror targets), and on a thread of its own: READY can come milliseconds after the
+        copy starts while a sync of a busy host took 1.8 s once, and monitoring (READY,
+        progress) must not wait for a picture. After the pivot, a forced sync of the host.
+        """
+        if started_copy:
+            threading.Thread(
+                target=_refresh_inventory,
+                args=(self.id, migration.hypervisor),
+                kwargs={"reread": [migration.domain_uuid], "close_connection": True},
+                name=f"inventory-refresh-{self.id}",
+                daemon=True,
+            ).start()
+        else:
+            _refresh_inventory(self.id, migration.hypervisor, force=True)
 
     # -- abort / fail ---------------------------------------------------------------------
 
@@ -530,3 +547,13 @@ def migration_drive(migration_id: int) -> str:
     if _pool is not None:
         return _pool.submit(migration_id)
     return Driver(migration_id, new_worker_id()).run()
+
+
+def _refresh_inventory(migration_id: int, hypervisor, *, close_connection: bool = False, **options) -> None:
+    try:
+        hypervisor_sync(hypervisor, **options)
+    except Exception:  # the inventory catches up on its next sync anyway
+        log.exception("migration %s: inventory refresh failed", migration_id)
+    finally:
+        if close_connection:
+            connection.close()  # this thread's own database connection

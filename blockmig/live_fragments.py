@@ -50,24 +50,36 @@ def migration_page(request, migration_id: int, shared, user_key: tuple) -> str |
     return "\n".join(parts)
 
 
-def dashboard(request) -> str:
-    """The dashboard's migrations block, from the same context the dashboard view gives it."""
+def dashboard(request, hosts: bool = False) -> str:
+    """The dashboard's migrations block, from the same context the dashboard view gives it;
+    with `hosts` (after a sync, and on every catch-up) also the header's totals and the host
+    cards with their health, for a user who may see hypervisors."""
     from blockmig import selectors
     from hosts import selectors as host_selectors
     from hosts.views import DASHBOARD_MIGRATIONS
 
+    hosts = hosts and request.user.has_perm("hosts.view_hypervisor")
     context = {
         "migration_dashboard": selectors.migration_dashboard(),
         "hypervisors": host_selectors.hypervisors_with_counts(),
-        "totals": host_selectors.inventory_totals(),
+        "totals": host_selectors.inventory_totals() if hosts else None,
         "migrations_panel": DASHBOARD_MIGRATIONS,
     }
-    return render_to_string("live/dashboard_migrations.html", context, request=request).strip()
+    parts = [render_to_string("live/dashboard_migrations.html", context, request=request).strip()]
+    if hosts:
+        parts.append(render_to_string("live/dashboard_hosts.html", context, request=request).strip())
+    return "\n".join(parts)
 
 
-def host_pages(request, hypervisor_id: int, disk_ids: list[int]) -> str:
+def host_pages(request, hypervisor_id: int, disk_ids: list[int], domain_uuid: str = "") -> str:
+    """Chain pictures: full size for the disk page's `disk_ids`, small (as the domain page
+    draws them) for every disk of `domain_uuid`."""
     from hosts.models import Disk
     from hosts.views import render_chain_picture
 
-    disks = Disk.objects.filter(pk__in=disk_ids, domain__hypervisor_id=hypervisor_id).prefetch_related("layers")
-    return "\n".join(render_chain_picture(disk, oob=True, request=request).strip() for disk in disks)
+    on_host = Disk.objects.filter(domain__hypervisor_id=hypervisor_id).prefetch_related("layers")
+    parts = [render_chain_picture(disk, oob=True, request=request).strip() for disk in on_host.filter(pk__in=disk_ids)]
+    if domain_uuid:
+        disks = on_host.filter(domain__uuid=domain_uuid).order_by("target")
+        parts += [render_chain_picture(disk, oob=True, request=request, small=True).strip() for disk in disks]
+    return "\n".join(parts)

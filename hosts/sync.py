@@ -48,14 +48,20 @@ class SyncResult:
     duration: float = 0.0  # seconds, libvirt and database together
 
 
-def hypervisor_sync(hypervisor: models.Hypervisor, *, force: bool = False) -> SyncResult:
+def hypervisor_sync(hypervisor: models.Hypervisor, *, force: bool = False, reread: Iterable[str] = ()) -> SyncResult:
     """Bring the stored inventory of `hypervisor` in line with what libvirt reports now.
+
+    `force` reads every domain's XML again; `reread` names the uuids of domains to read
+    again whatever their stats say (the engine's refresh after it started a block copy:
+    the bulk calls plus one XML read, not one per domain of the host).
 
     Never raises for a host that cannot be reached or refuses: the result says so and the
     hypervisor row carries the error, while its domains keep their last-known data.
     """
     started = time.perf_counter()
     known = _known_signatures(hypervisor)
+    for uuid in reread:
+        known.pop(uuid, None)
     host = HostConnection(hypervisor.uri, timeout=settings.BLOCKMIG_CONNECT_TIMEOUT)
     try:
         with host:

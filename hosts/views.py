@@ -173,7 +173,7 @@ def domain_detail(request: HttpRequest, name: str, uuid: str) -> HttpResponse:
     owners = selectors.blockmig_jobs(hypervisor, domain.uuid)
     disks = list(domain.disks.all())
     for disk in disks:
-        disk.picture = picture_for_disk(disk, max_rows=MINI_PICTURE_ROWS, box_width=MINI_PICTURE_WIDTH)
+        disk.picture = small_picture_for_disk(disk)
         disk.migration_id = owners.get(disk.target)
     context = {"hypervisor": hypervisor, "domain": domain, "disks": disks, "domain_actions_panel": DOMAIN_ACTIONS}
     return render(request, "hosts/domain_detail.html", context)
@@ -195,12 +195,19 @@ def disk_detail(request: HttpRequest, name: str, uuid: str, target: str) -> Http
     return render(request, "hosts/disk_detail.html", context)
 
 
-def render_chain_picture(disk: Disk, *, oob: bool = False, request: HttpRequest | None = None) -> str:
+def small_picture_for_disk(disk: Disk):
+    """The small chain picture of the domain page (long chains folded)."""
+    return picture_for_disk(disk, max_rows=MINI_PICTURE_ROWS, box_width=MINI_PICTURE_WIDTH)
+
+
+def render_chain_picture(disk: Disk, *, oob: bool = False, request: HttpRequest | None = None, small: bool = False) -> str:
     """The disk's chain picture as HTML (element id chain-<disk pk>), for pushing over the
-    websocket; oob=True adds hx-swap-oob so htmx swaps it in by id."""
+    websocket; oob=True adds hx-swap-oob so htmx swaps it in by id. small=True is the
+    domain page's picture, full size the disk page's."""
+    picture = small_picture_for_disk(disk) if small else picture_for_disk(disk)
     return render_to_string(
         "hosts/disk_detail.html#chain_picture",
-        {"disk": disk, "picture": picture_for_disk(disk), "oob": oob},
+        {"disk": disk, "picture": picture, "oob": oob},
         request=request,
     )
 

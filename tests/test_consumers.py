@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from blockmig import publish
 from blockmig.asgi import application
-from blockmig.consumers import CLOSE_NOT_LOGGED_IN, render_cache
+from blockmig.consumers import CLOSE_NOT_FOUND, CLOSE_NOT_LOGGED_IN, render_cache
 from blockmig.models import AuditEvent, Migration, MigrationDisk
 from blockmig.states import State
 from hosts.models import ChainLayer, Disk, Domain, Hypervisor
@@ -289,3 +289,84 @@ async def test_chain_picture_redrawn_on_inventory_change(seed, people):
     frame = await frame_until(comm, lambda f: "copy.qcow2" in f)
     assert "snap1.qcow2" in frame and "base.qcow2" in frame and "snap2.qcow2" not in frame
     await comm.disconnect()
+
+
+def host_card(frame: str, host_pk: int) -> str:
+    """The dashboard's card of one host (an <article> holds no nested article)."""
+    match = re.search(rf'<article[^>]*\bid="host-{host_pk}".*?</article>', frame, re.S)
+    assert match, f"host-{host_pk} not in frame"
+    return match.group(0)
+
+
+async def test_dashboard_host_card_redrawn_after_sync(seed, people):
+    host = seed["host"]
+
+    def healthy():
+        Hypervisor.objects.filter(pk=host.pk).update(last_sync_ok_at=timezone.now(), last_sync_attempt_at=timezone.now())
+
+    await sync_to_async(healthy)()
+    comm = await connect("/ws/dashboard/", people["viewer"])
+    connected, _ = await comm.connect(timeout=TIMEOUT)
+    assert connected
+    first = await comm.receive_from(timeout=TIMEOUT)
+    # The catch-up carries the host cards too: a reconnect after a failed sync shows it.
+    assert "host-card--ok" in host_card(first, host.pk)
+    assert 'id="dashboard-hosts" hx-swap-oob="innerHTML"' in first
+
+    # Progress alone does not redraw the hosts.
+    await change(seed["migration"].pk, bytes_done=512 * 1024 * 1024)
+    frame = await frame_until(comm, lambda f: "50.0 %" in f)
+    assert f'id="host-{host.pk}"' not in frame
+
+    error = "Cannot reach qemu:///system: Connection refused."
+
+    def sync_failed():  # what hosts.sync._record_failure commits, then publishes
+        Hypervisor.objects.filter(pk=host.pk).update(last_sync_error=error, last_sync_attempt_at=timezone.now())
+        publish.inventory_changed(host.pk)
+
+    await sync_to_async(sync_failed)()
+    frame = await frame_until(comm, lambda f: f'id="host-{host.pk}"' in f)
+    card = host_card(frame, host.pk)
+    assert "host-card--stale" in card and ">stale</span>" in card and error in card
+    assert 'id="dashboard-summary" hx-swap-oob="true"' in frame
+    await comm.disconnect()
+
+
+def add_chain(disk: Disk, names: list[str]) -> None:
+    for depth, name in enumerate(names):
+        ChainLayer.objects.create(disk=disk, depth=depth, path=f"/srv/lab/{name}.qcow2", format="qcow2")
+
+
+async def test_domain_page_small_chain_pictures_redrawn_on_inventory_change(seed, people):
+    disk, domain = seed["disk"], seed["domain"]
+
+    def second_disk():
+        vdb = Disk.objects.create(domain=domain, target="vdb", format="qcow2", source="/srv/lab/d5.qcow2")
+        add_chain(vdb, ["d5", "d4", "d3", "d2", "d1", "d0"])  # long: the small picture folds it
+        return vdb
+
+    vdb = await sync_to_async(second_disk)()
+    comm = await connect(f"/ws/hosts/lab/?domain={domain.uuid.upper()}", people["viewer"])
+    connected, _ = await comm.connect(timeout=TIMEOUT)
+    assert connected
+    first = await comm.receive_from(timeout=TIMEOUT)
+    assert f'id="chain-{disk.pk}"' in first and f'id="chain-{vdb.pk}"' in first
+    assert "snap2.qcow2" in first and "copy.qcow2" not in first
+    assert "folded; the disk page shows them all" in first  # the domain page's small variant
+
+    def copy_started():  # what the engine's refresh after the block copy stores
+        Disk.objects.filter(pk=disk.pk).update(job_type="copy", job_cur=1, job_end=4, job_mirror_path="/srv/backups/copy.qcow2")
+        publish.inventory_changed(seed["host"].pk)
+
+    await sync_to_async(copy_started)()
+    frame = await frame_until(comm, lambda f: "copy.qcow2" in f)
+    picture = frame[frame.index(f'id="chain-{disk.pk}"'):frame.index(f'id="chain-{vdb.pk}"')]
+    assert "mirroring to /srv/backups/copy.qcow2" in picture and 'hx-swap-oob="true"' in frame
+    await comm.disconnect()
+
+
+async def test_domain_socket_for_unknown_domain_is_refused(seed, people):
+    comm = await connect("/ws/hosts/lab/?domain=00000000-0000-4000-8000-00000000dead", people["viewer"])
+    connected, code = await comm.connect(timeout=TIMEOUT)
+    assert not connected
+    assert code == CLOSE_NOT_FOUND

@@ -1,6 +1,7 @@
 """What a user sees on the inventory pages: health, stale data, search, pagination,
 disks and their jobs, times in their timezone, and a query count that does not grow."""
 
+import re
 from datetime import UTC, datetime
 
 import pytest
@@ -164,6 +165,7 @@ def test_domain_page_shows_disks_and_who_runs_their_jobs(client_for, hosts):
     assert reverse("disk_detail", args=["lab", domain.uuid, "vdb"]) in html
     assert "block job (copy, 42%) — not started by blockmig" in html
     assert f'id="chain-{vda.pk}"' in html  # the small picture, swappable by id
+    assert f'ws-connect="/ws/hosts/lab/?domain={domain.uuid}"' in html  # ... by the live console
     assert "persistent" in html.lower()
 
 
@@ -200,6 +202,22 @@ def test_chain_picture_fragment_renders_alone_for_the_live_console(hosts):
     assert html.startswith(f'<div id="chain-{disk.pk}"') and 'hx-swap-oob="true"' in html and "<svg" in html
 
 
+def test_small_chain_picture_fragment_is_the_domain_pages(client_for, hosts):
+    from hosts.views import render_chain_picture
+
+    domain = Domain.objects.create(hypervisor=hosts["ok"], uuid="aaaaaaaa-0000-4000-8000-000000000005", name="vm", state="running")
+    disk = Disk.objects.create(domain=domain, target="vda", source="/lab/l0.qcow2")
+    for depth in range(6):
+        ChainLayer.objects.create(disk=disk, depth=depth, path=f"/lab/l{depth}.qcow2", format="qcow2")
+    small = render_chain_picture(disk, oob=True, small=True).strip()
+    assert small.startswith(f'<div id="chain-{disk.pk}"') and 'hx-swap-oob="true"' in small
+    page = client_for("viewer").get(reverse("domain_detail", args=["lab", domain.uuid])).content.decode()
+    on_page = page[page.index(f'<div id="chain-{disk.pk}"'):]
+    assert on_page.startswith(small.replace(' hx-swap-oob="true"', "")[:2000])
+    assert "folded; the disk page shows them all" in small
+    assert "folded" not in render_chain_picture(disk, oob=True)
+
+
 def test_unknown_host_domain_or_disk_is_404(client_for, hosts):
     client = client_for("viewer")
     assert client.get(reverse("hypervisor_detail", args=["nope"])).status_code == 404
@@ -229,6 +247,9 @@ def test_base_layout_shows_user_roles_logout_and_vendored_htmx(client_for, hosts
     assert f'action="{reverse("logout")}"' in html and 'method="post"' in html
     assert "/static/django_htmx/htmx-2.min.js" in html and "https://" not in html.split("<body")[0]
     assert "/static/js/tz.js" in html
+    # htmx's ws extension is loaded exactly once (django-htmx's copy, matching its htmx).
+    head = html.split("<body")[0]
+    assert re.findall(r'<script src="([^"]*ws[^"]*\.js)"', head) == ["/static/django_htmx/ext/hx-ws-2.min.js"]
 
 
 def test_login_page(client, db):

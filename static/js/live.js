@@ -1,4 +1,4 @@
-// Live console glue for htmx's ws extension (static/js/htmx-ext-ws.js).
+// Live console glue for htmx's ws extension (django-htmx's hx-ws-2, loaded by {% htmx_script %}).
 //
 // The extension reconnects with backoff after an abnormal close (1006, 1011-1013). A daphne
 // that shuts down cleanly closes with 1001 and a dropped network can report 1005; both

@@ -54,6 +54,13 @@ def test_operator_starts_and_approver_approves_live(site, seed_domain, login, sc
     mark(disk_page)
     chain = disk_page.locator(f"#chain-{vm.disk_pk}")
     expect(chain).to_contain_text("snap2.qcow2")
+    domain_page = operator.context.new_page()  # ... and the domain's small chain pictures
+    domain_page.goto(f"/hosts/{vm.hypervisor}/domains/{vm.uuid}/")
+    wait_live(domain_page)
+    mark(domain_page)
+    small_chain = domain_page.locator(f"#chain-{vm.disk_pk}")
+    expect(small_chain).to_contain_text("snap2.qcow2")
+    expect(small_chain).not_to_contain_text("copy.qcow2")
 
     operator.goto(vm.disk_url)
     operator.get_by_role("link", name="Migrate this disk").click()
@@ -64,6 +71,16 @@ def test_operator_starts_and_approver_approves_live(site, seed_domain, login, sc
     migration_id = int(re.search(r"/migrations/(\d+)/$", operator.url).group(1))
     wait_live(operator)
     mark(operator)
+
+    # The mirror target is drawn as soon as libvirt accepted the copy: while it copies or
+    # waits for the approval, on both open inventory pages, without a reload.
+    mirroring = re.compile(r"mirroring to \S*/copy\.qcow2\.$")
+    for page in (disk_page, domain_page):
+        expect(page.locator(f"#chain-{vm.disk_pk}-desc")).to_have_text(mirroring, timeout=LIVE)
+        expect(page.locator(f"#chain-{vm.disk_pk} g.layer--mirror")).to_contain_text("copy.qcow2")
+        assert_not_reloaded(page)
+    assert site.call(remote.migration_state, migration_id=migration_id)["state"] in {"copying", "ready"}
+    chain.screenshot(path=screenshots / "chain-mirroring.png")
 
     # The approver's dashboard: the migration appears, then the count of those awaiting approval.
     dashboard = approver.locator("#dashboard-migrations")
@@ -100,6 +117,9 @@ def test_operator_starts_and_approver_approves_live(site, seed_domain, login, sc
     expect(chain).not_to_contain_text("snap2.qcow2")
     assert_not_reloaded(disk_page)
     chain.screenshot(path=screenshots / "chain.png")
+    expect(domain_page.locator(f"#chain-{vm.disk_pk}-desc")).to_have_text(
+        re.compile(r"copy\.qcow2 backed by \S*/snap1\.qcow2 backed by \S*/base\.qcow2\.$"), timeout=LIVE)
+    assert_not_reloaded(domain_page)
 
 
 def test_viewer_sees_progress_and_no_buttons(site, seed_domain, login):

@@ -45,6 +45,19 @@ def test_testvm_vda_chain_is_snap2_snap1_base_all_qcow2_of_1_gib(lab, system_hos
     assert vda.job_type == ""
 
 
+def test_reread_names_a_domain_whose_stats_did_not_change(lab, system_host):
+    """The engine's refresh after it started a copy: one domain's XML, whatever its stats say."""
+    synced(system_host)
+    testvm = Domain.objects.get(hypervisor=system_host, name=lab.testvm)
+    Disk.objects.filter(domain=testvm, target="vda").update(source="/stale/path.qcow2")
+
+    synced(system_host)  # unchanged stats: the stored disks are kept as they are
+    assert testvm.disks.get(target="vda").source == "/stale/path.qcow2"
+
+    synced(system_host, reread=[testvm.uuid])
+    assert testvm.disks.get(target="vda").source == str(lab.seed.snap2)
+
+
 def test_twodisk_has_a_qcow2_overlay_on_its_base_and_a_raw_disk(lab, system_host):
     synced(system_host)
 

@@ -1,13 +1,28 @@
 """The seed scenario end to end through the lifecycle API, with a real worker process."""
 
+import time
+
 import pytest
 
 from blockmig.lifecycle import DiskRequest, migration_approve, migration_request
 from blockmig.models import AuditEvent
 from hosts.lab.seed import list_files_in_image
+from hosts.models import Disk
+from hosts.sync import hypervisor_sync
 from tests.lab.engine_helpers import chain_paths, make_hypervisor, wait_for_state
 
 pytestmark = pytest.mark.lab
+
+
+def stored_mirror(host, uuid: str, timeout: float = 10) -> tuple[str, str, str]:
+    """vda's source and block job as the inventory stores them, once the engine's refresh
+    (on a thread of its own) has committed them; no periodic sync runs in these tests."""
+    deadline = time.monotonic() + timeout
+    while True:
+        vda = Disk.objects.get(domain__hypervisor=host, domain__uuid=uuid, target="vda")
+        if vda.job_mirror_path or time.monotonic() > deadline:
+            return (vda.source, vda.job_type, vda.job_mirror_path)
+        time.sleep(0.1)
 
 
 def test_seed_shallow_copy_approved_and_pivoted(domains, people, worker):
@@ -15,6 +30,7 @@ def test_seed_shallow_copy_approved_and_pivoted(domains, people, worker):
     snap2, snap1, base = (str(d) for d in [vm.disks[0].path, vm.directory / "snap1.qcow2", vm.directory / "base.qcow2"])
     copy = str(vm.backups / "copy.qcow2")
     host = make_hypervisor([vm.backups])
+    assert hypervisor_sync(host).ok
 
     migration = migration_request(
         user=people["operator"], hypervisor=host, domain_uuid=vm.uuid,
@@ -22,6 +38,9 @@ def test_seed_shallow_copy_approved_and_pivoted(domains, people, worker):
     )
     wait_for_state(migration, "ready", timeout=60)
     assert vm.sources()["vda"] == snap2  # nothing pivots before an approval
+    # The engine refreshed the inventory once libvirt accepted the copy: the mirror is stored
+    # (and published) without waiting for the periodic sync.
+    assert stored_mirror(host, vm.uuid) == (snap2, "copy", copy)
 
     migration_approve(migration=migration, user=people["approver"])
     migration = wait_for_state(migration, ["completed", "failed"], timeout=60)
