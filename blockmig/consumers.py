@@ -2,8 +2,9 @@
 
     /ws/migrations/<id>/      the migration page: status, actions, timeline, disks
     /ws/dashboard/            the dashboard's migrations block and approval count
-    /ws/hosts/<name>/?disk=N  the disk page: its chain picture
-    /ws/hosts/<name>/?domain=U  the domain page: the small chain pictures of all its disks
+    /ws/hosts/<name>/?disk=N  the disk page: job badge, facts, chain picture, layers
+    /ws/hosts/<name>/?domain=U  the domain page: state, facts, disks table, small chain pictures
+    /ws/hosts/<name>/?q=&page=  the hypervisor page: health, facts, the shown page of domains
 
 A consumer joins its groups, then sends the page's fragments as the database has them now
 (catch-up: a browser that reconnects after any outage shows the true state at once). After
@@ -376,29 +377,83 @@ class DashboardConsumer(LiveConsumer):
         return shared.get(("body", self.user_key()), lambda: live_fragments.dashboard(request, hosts=hosts))
 
 
-class HostConsumer(LiveConsumer):
-    """A hypervisor's inventory pages: the chain pictures of the disks the page shows,
-    redrawn on syncs and on migration state changes. `?disk=<pk>` (repeatable): the disk
-    page's full pictures; `?domain=<uuid>`: the domain page's small pictures of every disk
-    the domain has at render time (a sync may add or remove disks)."""
+# The "last seen" time of the domains open on domain pages (their synced_at at the last
+# render that found them), shared by the sockets of this process: a socket that took its
+# frames from another socket's render still knows it when the domain disappears.
+_domain_last_seen: OrderedDict[tuple[int, str], object] = OrderedDict()
+_domain_last_seen_lock = Lock()
 
-    view_permission = "hosts.view_disk"
+
+def _note_domain_seen(key: tuple[int, str], synced_at) -> object:
+    """Remember `synced_at` (if newer) and return the latest known."""
+    with _domain_last_seen_lock:
+        known = _domain_last_seen.get(key)
+        if synced_at is not None and (known is None or synced_at > known):
+            known = synced_at
+        if known is not None:
+            _domain_last_seen[key] = known
+            _domain_last_seen.move_to_end(key)
+            while len(_domain_last_seen) > 4096:
+                _domain_last_seen.popitem(last=False)
+        return known
+
+
+class HostConsumer(LiveConsumer):
+    """A hypervisor's inventory pages, redrawn after every sync of the host and on migration
+    phase changes (progress alone changes none of them). By the query:
+
+    - `?disk=<pk>` (repeatable): the disk page: job badge, facts, chain picture, layers;
+    - `?domain=<uuid>`: the domain page: title and state, actions, facts, the disks block
+      (table and small chain pictures, so disks a sync adds or removes show too); a domain
+      the sync removed gets a "no longer exists" banner and the socket keeps serving it;
+    - neither, with `?q=&page=`: the hypervisor page: health, stale banner, facts and the
+      page of the domain table the user is looking at (the table holds the socket, so a new
+      search or page opens a socket with the new query); migration events are ignored.
+
+    Every mode also pushes the host's stale banner (`stale-<pk>`)."""
+
     min_interval = 0.5
 
+    @property
+    def query(self) -> dict[str, list[str]]:
+        return parse_qs(self.scope.get("query_string", b"").decode())
+
+    @property
+    def view_permission(self) -> str:
+        query = self.query
+        if "disk" in query:
+            return "hosts.view_disk"
+        if "domain" in query:
+            return "hosts.view_domain"
+        return "hosts.view_hypervisor"
+
     def resolve(self) -> bool:
-        from hosts.models import Hypervisor
+        from hosts.models import Disk, Hypervisor
 
         hypervisor = Hypervisor.objects.filter(name=self.scope["url_route"]["kwargs"]["name"]).first()
         if hypervisor is None:
             return False
         self.hypervisor_id = hypervisor.pk
-        query = parse_qs(self.scope.get("query_string", b"").decode())
+        query = self.query
         self.disk_ids = sorted({int(v) for v in query.get("disk", []) if v.isdigit()})
         self.domain_uuid = query.get("domain", [""])[0].lower()
+        self.table_query = query.get("q", [""])[0].strip()
+        self.table_page = query.get("page", ["1"])[0]
         self.migration_states: dict[int, str] = {}
-        if self.domain_uuid and not hypervisor.domains.filter(uuid=self.domain_uuid).exists():
-            return False
+        self.disk_labels: dict[int, str] = {}
+        if self.disk_ids:
+            rows = Disk.objects.filter(domain__hypervisor=hypervisor, pk__in=self.disk_ids).values_list("pk", "target", "domain__name")
+            self.disk_labels = {pk: f"{target} on {name}" for pk, target, name in rows}
+        if self.domain_uuid:
+            synced_at = hypervisor.domains.filter(uuid=self.domain_uuid).values_list("synced_at", flat=True).first()
+            if synced_at is None:
+                return False
+            self.last_seen = _note_domain_seen((self.hypervisor_id, self.domain_uuid), synced_at)
         return True
+
+    @property
+    def hypervisor_page(self) -> bool:
+        return not self.disk_ids and not self.domain_uuid
 
     def groups_to_join(self) -> list[str]:
         return [publish.hypervisor_group(self.hypervisor_id)]
@@ -406,18 +461,44 @@ class HostConsumer(LiveConsumer):
     def wants(self, event: dict) -> bool:
         if event["type"] == "inventory.changed":
             return event["id"] == self.hypervisor_id
-        # Progress does not change a chain picture; a new phase (mirror started, pivoted) does.
+        if self.hypervisor_page:
+            return False  # the domain table shows libvirt's jobs, which only a sync changes
+        # Progress does not change these pages; a new phase (mirror started, pivoted) does.
         changed = self.migration_states.get(event["id"]) != event.get("state")
         self.migration_states[event["id"]] = event.get("state")
         return changed
 
     def page_key(self) -> tuple:
-        return ("hosts", self.hypervisor_id, tuple(self.disk_ids), self.domain_uuid)
+        table = (self.table_query, self.table_page) if self.hypervisor_page else ()
+        return ("hosts", self.hypervisor_id, tuple(self.disk_ids), self.domain_uuid, *table)
 
     def render(self, request, shared: Shared, variant: tuple = ()) -> str | None:
         from blockmig import live_fragments
 
-        return shared.get(
-            ("body", self.user_key()),
-            lambda: live_fragments.host_pages(request, self.hypervisor_id, self.disk_ids, self.domain_uuid),
-        )
+        user = self.user_key()
+        if self.hypervisor_page:
+            return shared.get(
+                ("body", user),
+                lambda: live_fragments.hypervisor_page(request, self.hypervisor_id, self.table_query, self.table_page),
+            )
+        parts = []
+        if self.disk_ids:
+            disks = shared.get(
+                ("disks", user),
+                lambda: live_fragments.disk_pages(request, self.hypervisor_id, self.disk_ids, self.disk_labels),
+            )
+            if disks is None:
+                return None
+            parts.append(disks)
+        if self.domain_uuid:
+            key = (self.hypervisor_id, self.domain_uuid)
+            last_seen = _note_domain_seen(key, None) or self.last_seen
+            frame, synced_at = shared.get(
+                ("domain", user, last_seen),
+                lambda: live_fragments.domain_page(request, self.hypervisor_id, self.domain_uuid, last_seen),
+            )
+            if frame is None:
+                return None
+            self.last_seen = _note_domain_seen(key, synced_at) or self.last_seen
+            parts.append(frame)
+        return "\n".join(parts)

@@ -8,6 +8,7 @@ Returns None when the subject is gone (the consumer then closes the socket).
 
 from __future__ import annotations
 
+from django.db.models import Prefetch
 from django.template.loader import render_to_string
 
 from blockmig.models import Migration
@@ -71,15 +72,92 @@ def dashboard(request, hosts: bool = False) -> str:
     return "\n".join(parts)
 
 
-def host_pages(request, hypervisor_id: int, disk_ids: list[int], domain_uuid: str = "") -> str:
-    """Chain pictures: full size for the disk page's `disk_ids`, small (as the domain page
-    draws them) for every disk of `domain_uuid`."""
-    from hosts.models import Disk
-    from hosts.views import render_chain_picture
+def _render_all(request, context: dict, names: list[str]) -> str:
+    return "\n".join(render_to_string(name, context, request=request).strip() for name in names)
 
-    on_host = Disk.objects.filter(domain__hypervisor_id=hypervisor_id).prefetch_related("layers")
-    parts = [render_chain_picture(disk, oob=True, request=request).strip() for disk in on_host.filter(pk__in=disk_ids)]
-    if domain_uuid:
-        disks = on_host.filter(domain__uuid=domain_uuid).order_by("target")
-        parts += [render_chain_picture(disk, oob=True, request=request, small=True).strip() for disk in disks]
+
+def hypervisor_page(request, hypervisor_id: int, query: str, page_number) -> str | None:
+    """The hypervisor page: health in the title, the stale banner, the facts and the page of
+    the domain table the socket was opened for (search `query`, `page_number`), from the
+    view's own context builder. Three queries: the host, the count and the page."""
+    from hosts.models import Hypervisor
+    from hosts.views import hypervisor_context
+
+    hypervisor = Hypervisor.objects.filter(pk=hypervisor_id).first()
+    if hypervisor is None:
+        return None
+    context = {**hypervisor_context(hypervisor, query, page_number), "oob": True}
+    return _render_all(request, context, [
+        "hosts/hypervisor_detail.html#hypervisor_title",
+        "hosts/_stale_banner.html",
+        "hosts/hypervisor_detail.html#hypervisor_facts",
+        "live/hypervisor_domains.html",
+    ])
+
+
+DOMAIN_FRAGMENTS = ["domain_title", "domain_actions", "domain_gone", "domain_facts", "domain_disks"]
+
+
+def domain_page(request, hypervisor_id: int, domain_uuid: str, last_seen=None) -> tuple[str | None, object]:
+    """The domain page: title and state, actions, the stale banner, facts (state,
+    persistent, autostart) and the disks block (table with sources, formats and job badges,
+    and the small chain pictures), from the view's own context builder; a bounded number of
+    queries whatever the number of disks and layers.
+
+    A domain that a sync removed gets the "no longer exists" banner (and no actions); the
+    rest of the page keeps its last-known state. Returns the frame and the domain's
+    `synced_at` (its "last seen"; `last_seen` again when it is gone)."""
+    from django.http import Http404
+
+    from hosts import selectors
+    from hosts.models import Hypervisor
+    from hosts.views import domain_context
+
+    hypervisor = Hypervisor.objects.filter(pk=hypervisor_id).first()
+    if hypervisor is None:
+        return None, last_seen
+    try:
+        domain = selectors.domain_with_disks(hypervisor, domain_uuid)
+    except Http404:
+        context = {"hypervisor": hypervisor, "gone": True, "last_seen": last_seen, "oob": True}
+        names = ["hosts/_stale_banner.html", "hosts/domain_detail.html#domain_gone", "hosts/domain_detail.html#domain_actions"]
+        return _render_all(request, context, names), last_seen
+    context = {**domain_context(hypervisor, domain), "oob": True}
+    names = ["hosts/_stale_banner.html", *(f"hosts/domain_detail.html#{name}" for name in DOMAIN_FRAGMENTS)]
+    return _render_all(request, context, names), domain.synced_at
+
+
+DISK_FRAGMENTS = ["disk_job", "disk_gone", "disk_facts", "chain_picture", "disk_layers"]
+
+
+def disk_pages(request, hypervisor_id: int, disk_ids: list[int], labels: dict[int, str]) -> str | None:
+    """The disk page of each of `disk_ids`: job badge, facts (source, format, "Mirroring
+    to", actions), the chain picture and the layers table, and the host's stale banner;
+    from the view's own context builder, in four queries whatever the number of layers.
+    A disk that a sync removed gets the "no longer exists" banner (`labels` names it)."""
+    from hosts import selectors
+    from hosts.models import ChainLayer, Disk, Hypervisor
+    from hosts.views import disk_context
+
+    hypervisor = Hypervisor.objects.filter(pk=hypervisor_id).first()
+    if hypervisor is None:
+        return None
+    disks = list(
+        Disk.objects.filter(domain__hypervisor_id=hypervisor_id, pk__in=disk_ids)
+        .select_related("domain")
+        .prefetch_related(Prefetch("layers", queryset=ChainLayer.objects.order_by("depth")))
+    )
+    owners = selectors.blockmig_jobs_of_domains(hypervisor, sorted({disk.domain.uuid for disk in disks})) if disks else {}
+    parts = [_render_all(request, {"hypervisor": hypervisor, "oob": True}, ["hosts/_stale_banner.html"])]
+    found = set()
+    for disk in disks:
+        found.add(disk.pk)
+        disk.domain.hypervisor = hypervisor
+        disk.migration_id = owners.get((disk.domain.uuid, disk.target))
+        context = {**disk_context(hypervisor, disk), "oob": True}
+        parts.append(_render_all(request, context, [f"hosts/disk_detail.html#{name}" for name in DISK_FRAGMENTS]))
+    for pk in disk_ids:
+        if pk not in found and pk in labels:
+            context = {"hypervisor": hypervisor, "disk": Disk(pk=pk), "gone": labels[pk], "oob": True}
+            parts.append(_render_all(request, context, ["hosts/disk_detail.html#disk_gone"]))
     return "\n".join(parts)

@@ -73,3 +73,16 @@ def blockmig_jobs(hypervisor: Hypervisor, domain_uuid: str) -> dict[str, int]:
         migration__state__in=[str(s) for s in ACTIVE_STATES],
     ).values_list("target", "migration_id")
     return dict(rows)
+
+
+def blockmig_jobs_of_domains(hypervisor: Hypervisor, domain_uuids: list[str]) -> dict[tuple[str, str], int]:
+    """(domain uuid, target) → migration id, like blockmig_jobs for several domains in one query."""
+    from blockmig.models import MigrationDisk
+    from blockmig.states import ACTIVE_STATES
+
+    rows = MigrationDisk.objects.filter(
+        migration__hypervisor=hypervisor,
+        migration__domain_uuid__in=domain_uuids,
+        migration__state__in=[str(s) for s in ACTIVE_STATES],
+    ).values_list("migration__domain_uuid", "target", "migration_id")
+    return {(uuid, target): migration_id for uuid, target, migration_id in rows}

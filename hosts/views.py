@@ -11,7 +11,7 @@ from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
-from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from hosts import selectors
@@ -88,13 +88,24 @@ def hypervisor_list(request: HttpRequest) -> HttpResponse:
 @permission_required("hosts.view_hypervisor")
 def hypervisor_detail(request: HttpRequest, name: str) -> HttpResponse:
     hypervisor = selectors.hypervisor_by_name(name)
-    query = request.GET.get("q", "").strip()
-    page = Paginator(selectors.hypervisor_domains(hypervisor, query), DOMAINS_PER_PAGE).get_page(request.GET.get("page"))
-    context = {"hypervisor": hypervisor, "q": query, "page": page}
+    context = hypervisor_context(hypervisor, request.GET.get("q", ""), request.GET.get("page"))
     template = "hosts/hypervisor_detail.html"
     if wants_fragment(request):
         template += "#domain_table"
     return render(request, template, context)
+
+
+def hypervisor_context(hypervisor: Hypervisor, query: str, page_number) -> dict:
+    """The hypervisor page's context (also the live console's, blockmig.live_fragments):
+    one page of the domain table for the search `query`. `live_url` is the socket of that
+    table: it carries the search and page, so what the socket pushes is the page shown."""
+    query = query.strip()
+    page = Paginator(selectors.hypervisor_domains(hypervisor, query), DOMAINS_PER_PAGE).get_page(page_number)
+    params = {"q": query} if query else {}
+    if page.number > 1:
+        params["page"] = page.number
+    live_url = f"/ws/hosts/{hypervisor.name}/" + (f"?{urlencode(params)}" if params else "")
+    return {"hypervisor": hypervisor, "q": query, "page": page, "live_url": live_url}
 
 
 @require_POST
@@ -170,13 +181,18 @@ def _connected_message(hypervisor: Hypervisor, verb: str) -> str:
 def domain_detail(request: HttpRequest, name: str, uuid: str) -> HttpResponse:
     hypervisor = selectors.hypervisor_by_name(name)
     domain = selectors.domain_with_disks(hypervisor, uuid)
+    return render(request, "hosts/domain_detail.html", domain_context(hypervisor, domain))
+
+
+def domain_context(hypervisor: Hypervisor, domain) -> dict:
+    """The domain page's context (also the live console's): its disks with their small
+    chain pictures and the blockmig migration, if any, that runs each disk's block job."""
     owners = selectors.blockmig_jobs(hypervisor, domain.uuid)
     disks = list(domain.disks.all())
     for disk in disks:
         disk.picture = small_picture_for_disk(disk)
         disk.migration_id = owners.get(disk.target)
-    context = {"hypervisor": hypervisor, "domain": domain, "disks": disks, "domain_actions_panel": DOMAIN_ACTIONS}
-    return render(request, "hosts/domain_detail.html", context)
+    return {"hypervisor": hypervisor, "domain": domain, "disks": disks, "domain_actions_panel": DOMAIN_ACTIONS}
 
 
 @require_GET
@@ -185,14 +201,19 @@ def disk_detail(request: HttpRequest, name: str, uuid: str, target: str) -> Http
     hypervisor = selectors.hypervisor_by_name(name)
     disk = selectors.disk_with_chain(hypervisor, uuid, target)
     disk.migration_id = selectors.blockmig_jobs(hypervisor, disk.domain.uuid).get(disk.target)
-    context = {
+    return render(request, "hosts/disk_detail.html", disk_context(hypervisor, disk))
+
+
+def disk_context(hypervisor: Hypervisor, disk: Disk) -> dict:
+    """The disk page's context (also the live console's); `disk` comes with its domain,
+    its layers and `migration_id` set."""
+    return {
         "hypervisor": hypervisor,
         "domain": disk.domain,
         "disk": disk,
         "picture": picture_for_disk(disk),
         "disk_actions_panel": DISK_ACTIONS,
     }
-    return render(request, "hosts/disk_detail.html", context)
 
 
 def small_picture_for_disk(disk: Disk):

@@ -370,3 +370,238 @@ async def test_domain_socket_for_unknown_domain_is_refused(seed, people):
     connected, code = await comm.connect(timeout=TIMEOUT)
     assert not connected
     assert code == CLOSE_NOT_FOUND
+
+
+# ---- inventory pages follow a sync ------------------------------------------------------
+
+
+def outer(frame: str, element_id: str) -> str:
+    """The whole element with `element_id` (balanced tags of its own name)."""
+    match = re.search(rf'<([a-z0-9]+)[^>]*\bid="{re.escape(element_id)}"', frame)
+    assert match, f"{element_id} not in frame"
+    tag, depth, pos = match.group(1), 0, match.start()
+    for m in re.finditer(rf"<(/?){tag}\b[^>]*>", frame[pos:]):
+        depth += -1 if m.group(1) else 1
+        if depth == 0:
+            return frame[pos : pos + m.end()]
+    raise AssertionError(f"{element_id} not closed")
+
+
+async def test_domain_page_follows_a_sync(seed, people):
+    """State, persistence and autostart; the disks table with sources, formats and job
+    badges (blockmig's and others'); a disk the sync added; the actions for the new state."""
+    disk, domain = seed["disk"], seed["domain"]
+    comm = await connect(f"/ws/hosts/lab/?domain={domain.uuid}", people["operator"])
+    connected, _ = await comm.connect(timeout=TIMEOUT)
+    assert connected
+    first = await comm.receive_from(timeout=TIMEOUT)
+    assert ">running</span>" in outer(first, "domain-title")
+    assert "<dt>State</dt><dd>running</dd>" in outer(first, "domain-facts")
+    assert "Migrate disks…</a>" in outer(first, "domain-actions")  # the operator may start one
+    row = outer(first, f"disk-{disk.pk}")
+    assert "/srv/lab/snap2.qcow2" in row and "block job" not in row
+    assert 'id="domain-gone" hidden' in first
+
+    def synced():  # what a sync commits: the guest shut down, a virsh job on a new disk
+        Domain.objects.filter(pk=domain.pk).update(state="shutoff", persistent=False, autostart=True)
+        Disk.objects.filter(pk=disk.pk).update(job_type="copy", job_cur=1, job_end=4, job_mirror_path="/srv/backups/copy.qcow2")
+        vdb = Disk.objects.create(domain=domain, target="vdb", format="raw", source="/dev/vg0/data",
+                                  job_type="commit", job_cur=1, job_end=2)
+        publish.inventory_changed(seed["host"].pk)
+        return vdb
+
+    vdb = await sync_to_async(synced)()
+    frame = await frame_until(comm, lambda f: "shutoff" in f)
+    assert ">shutoff</span>" in outer(frame, "domain-title")
+    facts = outer(frame, "domain-facts")
+    assert "<dt>State</dt><dd>shutoff</dd>" in facts and "no (transient)" in facts and "<dt>Autostart</dt><dd>yes</dd>" in facts
+    table = outer(frame, "disk-table")
+    assert f"blockmig migration #{seed['migration'].pk}" in outer(table, f"disk-{disk.pk}")
+    new_row = outer(table, f"disk-{vdb.pk}")
+    assert "/dev/vg0/data" in new_row and ">raw<" in new_row and "block job (commit, 50%) — not started by blockmig" in new_row
+    assert f'id="chain-{vdb.pk}"' in frame  # the new disk's small picture too
+    actions = outer(frame, "domain-actions")
+    assert "Migrate disks…</a>" not in actions and "The domain is shutoff" in actions
+    assert 'hx-swap-oob="true"' in outer(frame, "domain-disks").split(">", 1)[0]
+    await comm.disconnect()
+
+
+async def test_disk_page_facts_follow_a_sync(seed, people):
+    disk = seed["disk"]
+    comm = await connect(f"/ws/hosts/lab/?disk={disk.pk}", people["viewer"])
+    connected, _ = await comm.connect(timeout=TIMEOUT)
+    assert connected
+    first = await comm.receive_from(timeout=TIMEOUT)
+    facts = outer(first, f"disk-facts-{disk.pk}")
+    assert "/srv/lab/snap2.qcow2" in facts and "Mirroring to" not in facts
+    assert "block job" not in outer(first, f"disk-job-{disk.pk}")
+
+    def copy_started():  # what the engine's refresh after the block copy stores
+        Disk.objects.filter(pk=disk.pk).update(job_type="copy", job_cur=1, job_end=4, job_mirror_path="/srv/backups/copy.qcow2")
+        publish.inventory_changed(seed["host"].pk)
+
+    await sync_to_async(copy_started)()
+    frame = await frame_until(comm, lambda f: "Mirroring to" in f)
+    facts = outer(frame, f"disk-facts-{disk.pk}")
+    assert "<dt>Mirroring to</dt><dd class=\"mono break\">/srv/backups/copy.qcow2</dd>" in facts
+    badge = outer(frame, f"disk-job-{disk.pk}")
+    assert f"block job (copy, 25%) — blockmig migration #{seed['migration'].pk}" in badge
+
+    def pivoted():  # the migration finished; the sync after the pivot stores the new chain
+        Migration.objects.filter(pk=seed["migration"].pk).update(state=State.COMPLETED, finished_at=timezone.now())
+        Disk.objects.filter(pk=disk.pk).update(job_type="", job_mirror_path="", source="/srv/backups/copy.qcow2", format="raw")
+        ChainLayer.objects.filter(disk=disk, depth=0).update(path="/srv/backups/copy.qcow2", format="raw")
+        publish.inventory_changed(seed["host"].pk)
+
+    await sync_to_async(pivoted)()
+    frame = await frame_until(comm, lambda f: "Mirroring to" not in f and "/srv/backups/copy.qcow2" in f)
+    facts = outer(frame, f"disk-facts-{disk.pk}")
+    assert "/srv/backups/copy.qcow2" in facts and "<dd>raw</dd>" in facts and "snap2" not in facts
+    assert "block job" not in outer(frame, f"disk-job-{disk.pk}")
+    assert "/srv/backups/copy.qcow2" in outer(frame, f"layers-{disk.pk}")
+    await comm.disconnect()
+
+
+async def test_hypervisor_page_follows_a_sync(seed, people):
+    """Health and the stale banner; the domain table as the user is looking at it (their
+    search and page, from the socket's query)."""
+    host = seed["host"]
+
+    def healthy():
+        Hypervisor.objects.filter(pk=host.pk).update(last_sync_ok_at=timezone.now(), last_sync_attempt_at=timezone.now())
+
+    await sync_to_async(healthy)()
+    comm = await connect("/ws/hosts/lab/?q=test&page=1", people["viewer"])
+    connected, _ = await comm.connect(timeout=TIMEOUT)
+    assert connected
+    first = await comm.receive_from(timeout=TIMEOUT)
+    assert ">ok</span>" in outer(first, "hypervisor-title")
+    assert f'<div id="stale-{host.pk}" hidden' in first
+    table = outer(first, "domain-table")
+    assert 'hx-swap-oob="innerHTML"' in table.split(">", 1)[0]
+    assert "1 domain match “test”" in table and ">testvm<" in table
+
+    error = "Cannot reach qemu:///system: Connection refused."
+
+    def synced_then_failed():  # a sync found two domains, the next one failed
+        Domain.objects.create(hypervisor=host, uuid="0f0e0d0c-0000-4000-8000-000000000002", name="test-new", state="running")
+        Domain.objects.create(hypervisor=host, uuid="0f0e0d0c-0000-4000-8000-000000000003", name="other", state="running")
+        Hypervisor.objects.filter(pk=host.pk).update(last_sync_error=error, last_sync_attempt_at=timezone.now())
+        publish.inventory_changed(host.pk)
+
+    await sync_to_async(synced_then_failed)()
+    frame = await frame_until(comm, lambda f: "test-new" in f)
+    table = outer(frame, "domain-table")
+    assert "2 domains match “test”" in table and ">test-new<" in table and ">testvm<" in table
+    assert ">other<" not in table  # not in the user's search
+    banner = outer(frame, f"stale-{host.pk}")
+    assert "<strong>Stale:</strong>" in banner and error in banner and 'hx-swap-oob="true"' in banner
+    assert ">stale</span>" in outer(frame, "hypervisor-title")
+    assert "Last attempt" in outer(frame, "hypervisor-facts")
+    await comm.disconnect()
+
+
+async def test_hypervisor_page_socket_renders_the_page_it_was_opened_for(seed, people):
+    host = seed["host"]
+
+    def many():
+        Domain.objects.bulk_create(
+            Domain(hypervisor=host, uuid=f"10000000-0000-4000-8000-{i:012d}", name=f"vm-{i:03d}", state="running")
+            for i in range(60)
+        )
+
+    await sync_to_async(many)()
+    comm = await connect("/ws/hosts/lab/?q=vm-&page=2", people["viewer"])
+    connected, _ = await comm.connect(timeout=TIMEOUT)
+    assert connected
+    table = outer(await comm.receive_from(timeout=TIMEOUT), "domain-table")
+    assert "60 domains match “vm-”" in table and "page 2 of 2" in table
+    assert ">vm-050<" in table and ">vm-049<" not in table and ">testvm<" not in table
+    # Migration events do not redraw the hypervisor page (the table shows libvirt's jobs).
+    await change(seed["migration"].pk, state=State.READY, ready_at=timezone.now())
+    assert await comm.receive_nothing(timeout=1.0)
+    await comm.disconnect()
+
+
+async def test_domain_removed_by_a_sync_gets_a_banner(seed, people):
+    domain, host = seed["domain"], seed["host"]
+    comm = await connect(f"/ws/hosts/lab/?domain={domain.uuid}", people["operator"])
+    connected, _ = await comm.connect(timeout=TIMEOUT)
+    assert connected
+    await comm.receive_from(timeout=TIMEOUT)
+
+    def removed():  # the guest was undefined; the next sync deletes its rows
+        Domain.objects.filter(pk=domain.pk).delete()
+        Hypervisor.objects.filter(pk=host.pk).update(last_sync_ok_at=timezone.now(), last_sync_attempt_at=timezone.now())
+        publish.inventory_changed(host.pk)
+
+    await sync_to_async(removed)()
+    frame = await frame_until(comm, lambda f: "no longer exists" in f)
+    banner = outer(frame, "domain-gone")
+    assert "This domain no longer exists on lab" in banner and "last seen <time" in banner
+    assert 'hx-swap-oob="true"' in banner and 'role="alert"' in banner
+    assert "Migrate disks" not in outer(frame, "domain-actions")
+    # The socket stays open and keeps serving the banner.
+    await sync_to_async(publish.inventory_changed)(host.pk)
+    again = await comm.receive_from(timeout=TIMEOUT)
+    assert "This domain no longer exists on lab" in again
+    await comm.disconnect()
+
+
+def test_inventory_page_renders_do_not_grow_with_disks_or_domains(seed, people):
+    """What a host socket reads per render is bounded whatever the size of the host."""
+    from django.db import connection
+    from django.test import RequestFactory
+    from django.test.utils import CaptureQueriesContext
+
+    from blockmig import live_fragments
+
+    host, domain, disk = seed["host"], seed["domain"], seed["disk"]
+    request = RequestFactory().get("/hosts/lab/")
+    request.user = people["operator"]
+    request.user.has_perm("hosts.view_disk")  # warm the permission cache, as a socket's user is
+
+    def count(render) -> int:
+        with CaptureQueriesContext(connection) as captured:
+            render()
+        return len(captured)
+
+    def renders():
+        return (
+            count(lambda: live_fragments.hypervisor_page(request, host.pk, "", "1")),
+            count(lambda: live_fragments.domain_page(request, host.pk, domain.uuid)),
+            count(lambda: live_fragments.disk_pages(request, host.pk, [disk.pk], {})),
+        )
+
+    small = renders()
+    for i in range(30):
+        extra = Disk.objects.create(domain=domain, target=f"vd{i:02d}", source=f"/srv/lab/x{i}.qcow2")
+        add_chain(extra, [f"x{i}-{n}" for n in range(5)])
+    Domain.objects.bulk_create(
+        Domain(hypervisor=host, uuid=f"20000000-0000-4000-8000-{i:012d}", name=f"vm-{i:03d}", state="running") for i in range(120)
+    )
+    for depth in range(3, 12):
+        ChainLayer.objects.create(disk=disk, depth=depth, path=f"/srv/lab/more-{depth}.qcow2", format="qcow2")
+    assert renders() == small
+    assert max(small) <= 8
+
+
+async def test_disk_removed_by_a_sync_gets_a_banner(seed, people):
+    disk, host = seed["disk"], seed["host"]
+    comm = await connect(f"/ws/hosts/lab/?disk={disk.pk}", people["operator"])
+    connected, _ = await comm.connect(timeout=TIMEOUT)
+    assert connected
+    first = await comm.receive_from(timeout=TIMEOUT)
+    assert f'id="disk-gone-{disk.pk}" hidden' in first
+
+    def detached():
+        Disk.objects.filter(pk=disk.pk).delete()
+        Hypervisor.objects.filter(pk=host.pk).update(last_sync_ok_at=timezone.now(), last_sync_attempt_at=timezone.now())
+        publish.inventory_changed(host.pk)
+
+    await sync_to_async(detached)()
+    frame = await frame_until(comm, lambda f: "no longer exists" in f)
+    banner = outer(frame, f"disk-gone-{disk.pk}")
+    assert "This disk (vda on testvm) no longer exists on lab" in banner and "did not find it" in banner
+    assert "Migrate this disk" not in outer(frame, "disk-actions")
+    await comm.disconnect()

@@ -257,3 +257,18 @@ def test_login_page(client, db):
     html = response.content.decode()
     assert response.status_code == 200 and 'name="username"' in html and "autofocus" in html
     assert ">Log out<" not in html
+
+
+def test_domain_table_holds_a_socket_for_the_page_shown(client_for, hosts):
+    """The live console must push the table the user is looking at: the table's socket
+    carries the search and page, and a search (which swaps the table) brings a new one."""
+    make_domains(hosts["ok"], 120, disks=1)
+    client = client_for("viewer")
+    url = reverse("hypervisor_detail", args=["lab"])
+    html = client.get(url).content.decode()
+    assert '<div id="domain-table" class="table-block" hx-ext="ws" ws-connect="/ws/hosts/lab/">' in html
+    html = client.get(url, {"q": "vm-0", "page": "2"}).content.decode()
+    assert 'ws-connect="/ws/hosts/lab/?q=vm-0&amp;page=2"' in html
+    fragment = client.get(url, {"q": "vm-05"}, headers={"HX-Request": "true"}).content.decode()
+    assert 'ws-connect="/ws/hosts/lab/?q=vm-05"' in fragment
+    assert f'id="stale-{hosts["ok"].pk}" hidden' in client.get(url).content.decode()  # a place for the banner

@@ -74,3 +74,29 @@ def abort_if_active(migration_id: int) -> None:
     migration = Migration.objects.get(pk=migration_id)
     if migration.is_active:
         migration_abort(migration=migration, user=User.objects.get(username="operator"))
+
+
+def inventory_rows(hypervisor_name: str, add: list[str] = (), remove: list[str] = (), sync_error: str = "") -> dict:
+    """Change a host's inventory rows as a sync would (the host is created, unreachable, on
+    first use), commit, and publish it: name → uuid of its domains afterwards."""
+    from django.db import transaction
+    from django.utils import timezone
+
+    from blockmig import publish
+    from hosts.models import Domain, Hypervisor
+
+    with transaction.atomic():
+        hypervisor, _ = Hypervisor.objects.get_or_create(
+            name=hypervisor_name, defaults={"uri": "qemu+tcp://127.0.0.1:1/system", "last_sync_ok_at": timezone.now()}
+        )
+        count = Domain.objects.count()
+        for i, name in enumerate(add):
+            Domain.objects.create(hypervisor=hypervisor, uuid=f"0b0b0b0b-0000-4000-8000-{count + i:012d}", name=name, state="running")
+        Domain.objects.filter(hypervisor=hypervisor, name__in=remove).delete()
+        now = timezone.now()
+        if sync_error:
+            Hypervisor.objects.filter(pk=hypervisor.pk).update(last_sync_error=sync_error, last_sync_attempt_at=now)
+        else:
+            Hypervisor.objects.filter(pk=hypervisor.pk).update(last_sync_error="", last_sync_ok_at=now, last_sync_attempt_at=now)
+        transaction.on_commit(lambda: publish.inventory_changed(hypervisor.pk))
+    return dict(Domain.objects.filter(hypervisor=hypervisor).values_list("name", "uuid"))

@@ -7,6 +7,7 @@ still there afterwards: a navigation would have dropped it.
 from __future__ import annotations
 
 import re
+import uuid
 
 import pytest
 from playwright.sync_api import expect
@@ -19,6 +20,13 @@ pytestmark = pytest.mark.browser
 LIVE = 30_000  # ms: a pushed update must arrive well within this
 READY = "Ready — awaiting approval"
 COMPLETED = "Completed"
+
+
+def picture(page, locator, path) -> None:
+    """A screenshot of where the element is: the live console may swap the element itself
+    in mid-shot (a phase change redraws the chain), which an element screenshot fails on."""
+    locator.scroll_into_view_if_needed()
+    page.screenshot(path=path, clip=locator.bounding_box())
 
 
 def mark(page) -> None:
@@ -80,7 +88,7 @@ def test_operator_starts_and_approver_approves_live(site, seed_domain, login, sc
         expect(page.locator(f"#chain-{vm.disk_pk} g.layer--mirror")).to_contain_text("copy.qcow2")
         assert_not_reloaded(page)
     assert site.call(remote.migration_state, migration_id=migration_id)["state"] in {"copying", "ready"}
-    chain.screenshot(path=screenshots / "chain-mirroring.png")
+    picture(disk_page, chain, screenshots / "chain-mirroring.png")
 
     # The approver's dashboard: the migration appears, then the count of those awaiting approval.
     dashboard = approver.locator("#dashboard-migrations")
@@ -116,7 +124,7 @@ def test_operator_starts_and_approver_approves_live(site, seed_domain, login, sc
         re.compile(r"copy\.qcow2 backed by \S*/snap1\.qcow2 backed by \S*/base\.qcow2\.$"), timeout=LIVE)
     expect(chain).not_to_contain_text("snap2.qcow2")
     assert_not_reloaded(disk_page)
-    chain.screenshot(path=screenshots / "chain.png")
+    picture(disk_page, chain, screenshots / "chain.png")
     expect(domain_page.locator(f"#chain-{vm.disk_pk}-desc")).to_have_text(
         re.compile(r"copy\.qcow2 backed by \S*/snap1\.qcow2 backed by \S*/base\.qcow2\.$"), timeout=LIVE)
     assert_not_reloaded(domain_page)
@@ -228,3 +236,38 @@ def test_socket_cut_mid_copy_and_restored_catches_up(site, busy_seed_domain, log
         assert_not_reloaded(page)
     finally:
         site.call(remote.abort_if_active, migration_id=migration_id)
+
+
+def test_inventory_pages_follow_a_sync(site, login):
+    """The hypervisor page's table follows a sync for the search the user typed (its socket
+    is reopened for the new search), the stale banner appears; an open domain page says its
+    domain is gone. Rows are changed as a sync would change them."""
+    host = f"inv-{uuid.uuid4().hex[:8]}"
+    domains = site.call(remote.inventory_rows, hypervisor_name=host, add=["alpha", "beta-1", "beta-2"])
+    viewer = login("viewer")
+    viewer.goto(f"/hosts/{host}/")
+    wait_live(viewer)
+    domain_page = viewer.context.new_page()
+    domain_page.goto(f"/hosts/{host}/domains/{domains['beta-1']}/")
+    wait_live(domain_page)
+    for page in (viewer, domain_page):
+        mark(page)
+
+    viewer.locator("#domain-search").fill("beta")
+    table = viewer.locator("#domain-table")
+    expect(table).to_have_attribute("ws-connect", f"/ws/hosts/{host}/?q=beta", timeout=LIVE)
+    expect(table).to_contain_text("2 domains match “beta”")
+    wait_live(viewer)
+
+    error = "Cannot reach qemu+tcp://127.0.0.1:1/system: Connection refused."
+    site.call(remote.inventory_rows, hypervisor_name=host, add=["beta-3", "gamma"], remove=["beta-1"], sync_error=error)
+    expect(table).to_contain_text("2 domains match “beta”", timeout=LIVE)
+    expect(table).to_contain_text("beta-3", timeout=LIVE)
+    expect(table).not_to_contain_text("beta-1")
+    expect(table).not_to_contain_text("gamma")
+    expect(viewer.locator("[id^=stale-]")).to_contain_text(error, timeout=LIVE)
+    expect(viewer.locator("#hypervisor-title")).to_contain_text("stale")
+    expect(domain_page.locator("#domain-gone")).to_contain_text(f"This domain no longer exists on {host}", timeout=LIVE)
+    expect(domain_page.locator("[id^=stale-]")).to_contain_text(error)
+    for page in (viewer, domain_page):
+        assert_not_reloaded(page)
