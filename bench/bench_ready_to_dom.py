@@ -331,7 +331,7 @@ def create_baseline_row(ctx) -> int:
         hypervisor=ctx.host, domain_uuid=fake_uuid, domain_name=f"{ctx.vm.name}-baseline",
         requested_by=ctx.operator, state=State.COPYING, bytes_total=64 << 20, bytes_done=32 << 20,
         bandwidth_mib=ctx.bandwidth,
-        # Held by the bench: no worker claims it, no reaper hands it over.
+        # Held by the bench for a day: no worker claims it.
         lease_owner=f"bench-baseline-{os.getpid()}", lease_expires_at=datetime.now(UTC) + timedelta(days=1),
     )
     MigrationDisk.objects.create(
@@ -501,7 +501,7 @@ def main() -> int:
         daphne = Process("daphne", [str(Path(sys.executable).parent / "daphne"), "-b", "127.0.0.1", "-p", str(port),
                                     "blockmig.asgi:application"], site_env, var / "daphne.log")
         events = EventListener(vm.name, var / "events.log")
-        worker.wait_for_log(r"worker \S+: queues|Starting worker")
+        worker.wait_for_log(r"worker \S+: \d+ migration slots")
         base_url = f"http://127.0.0.1:{port}"
         wait_for_http(daphne, f"{base_url}/accounts/login/")
         ctx = SimpleNamespace(vm=vm, host=host, operator=users["operator"], events=events, bandwidth=args.bandwidth)

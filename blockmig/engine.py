@@ -1,12 +1,20 @@
 """Drives one migration from requested to a terminal state against the real block jobs.
 
-A Driver holds the migration's lease (blockmig.leases) and loops: read the row, act for its
-state, write the next state through blockmig.lifecycle. Every step starts by looking at what
-libvirt says, so the same code serves a fresh migration and a takeover after a crash.
+A Driver holds the migration's fenced lease (blockmig.leases) and loops: read the row, act
+for its state, write the next state through blockmig.lifecycle under the lease. Every step
+starts by looking at what libvirt says, so the same code serves a fresh migration, a
+takeover after a crash and a reconnection after libvirtd restarted.
 
 Readiness (invariant 1) comes only from the BLOCK_JOB_2 READY event confirmed by
-`<mirror ready='yes'>` in the live XML; a takeover, which cannot see an event that fired
-before it started, accepts the live XML alone. Progress (cur/end) never decides anything.
+`<mirror ready='yes'>` in the live XML; a driver that cannot have seen the event (a
+takeover, or one that reconnected) accepts the live XML alone. Progress (cur/end) never
+decides anything.
+
+What stops the *driving* but never the block job: a lost lease (another worker holds the
+migration), SIGTERM, a dropped libvirt connection, a database error. The first two end this
+driver; the last two are waited out with backoff while QEMU keeps mirroring. Only a reason
+that libvirt itself reports (the job is gone, the domain stopped, the destination changed)
+fails the migration, and then the guest stays on its source.
 """
 
 from __future__ import annotations
@@ -15,14 +23,13 @@ import logging
 import threading
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import DatabaseError, connection, transaction
 
 from blockmig.errors import Refused
-from blockmig.leases import lease_claim, lease_release, lease_renew, new_worker_id
+from blockmig.leases import Lease, LeaseLost, lease_release, lease_renew
 from blockmig.lifecycle import (
     StateMoved,
     auto_pivot_policy_setter,
@@ -33,7 +40,15 @@ from blockmig.lifecycle import (
 from blockmig.models import Migration, MigrationDisk
 from blockmig.preflight import DiskRequest, check_on_host
 from blockmig.states import TERMINAL_STATES, State
-from hosts.adapter import BlockJobHost, ConnectFailure, LibvirtFailure, open_block_jobs, retarget_definition
+from hosts.adapter import (
+    BlockJobHost,
+    ConnectFailure,
+    ConnectionLost,
+    DomainGone,
+    LibvirtFailure,
+    open_block_jobs,
+    retarget_definition,
+)
 from hosts.sync import hypervisor_sync
 
 log = logging.getLogger(__name__)
@@ -42,16 +57,38 @@ TICK = 0.5  # seconds between looks at the jobs (progress is read at least once 
 PROGRESS_WRITE_EVERY = 1.0  # throttle: at most one progress write per second
 RATE_WINDOW = 5.0  # seconds of history behind the moving-average rate
 JOB_GONE_TIMEOUT = 60.0
+BACKOFF = (0.5, 1, 2, 4, 8)  # seconds between retries after a connection or database error
+CONNECT_ATTEMPTS_BEFORE_COPY = 3  # nothing runs on the host yet: after these, fail
+ALIVE_STATES = {"running", "paused", "blocked"}
+NEARLY_FULL = 4 * 2**20  # bytes free under which a failed copy is put down to ENOSPC
 
 
 class Failed(Exception):
     """A step failed; the message is the reason a person reads."""
 
 
+class StopDriving(Exception):
+    """SIGTERM: hand the migration over, leave its block job running."""
+
+
+def _reset_database_connection() -> None:
+    """After a database error the connection may be broken (PostgreSQL restarted): drop it
+    so the next query opens a new one."""
+    try:
+        connection.close()
+    except Exception:
+        pass
+
+
+def _backoff(attempt: int) -> float:
+    return BACKOFF[min(attempt, len(BACKOFF) - 1)]
+
+
 class Driver:
-    def __init__(self, migration_id: int, worker_id: str, stopping: threading.Event | None = None):
-        self.id = migration_id
-        self.worker_id = worker_id
+    def __init__(self, lease: Lease, stopping: threading.Event | None = None):
+        self.lease = lease
+        self.id = lease.migration_id
+        self.worker_id = lease.owner
         self.stopping = stopping or threading.Event()
         self.lost = threading.Event()
         self.done = threading.Event()
@@ -59,46 +96,82 @@ class Driver:
         self.lock = threading.Lock()
         self.ready_events: dict[str, float] = {}  # target -> wall-clock time of READY
         self.bad_events: dict[str, str] = {}  # target -> failed/canceled
-        self.takeover = False
+        # A READY event that fired before we listened cannot reach us: then the live XML's
+        # <mirror ready='yes'> alone counts (any claim after the first, or a reconnection).
+        self.trust_live_ready = lease.epoch > 1
         self.host: BlockJobHost | None = None
+        self.failing: str | None = None  # a decided failure not yet recorded (retried after outages)
+        self.disconnected_at: float | None = None
+        self.applied_bandwidth: int | None = None
         self.history: deque[tuple[float, int]] = deque()
         self.last_write = 0.0
         self.max_end = 0
 
     # -- lease ------------------------------------------------------------------------
 
-    def run(self) -> str:
-        claim = lease_claim(self.id, self.worker_id)
-        if claim is None:
-            return "another worker got there first"
-        self.takeover = claim.is_takeover
+    def run(self) -> None:
         beat = threading.Thread(target=self._heartbeat, daemon=True, name=f"heartbeat-{self.id}")
         beat.start()
         try:
-            if self.takeover:
-                migration_note(self.id, "takeover", {"previous_worker": claim.previous_owner, "worker": self.worker_id})
+            if self.lease.is_takeover:
+                self._note("takeover", {"previous_worker": self.lease.previous_owner})
             self._drive()
-            return Migration.objects.values_list("state", flat=True).get(pk=self.id)
+        except LeaseLost as lost:
+            self._lease_lost(str(lost))
         finally:
             self.done.set()
             beat.join()
             if not self.lost.is_set():
-                lease_release(self.id, self.worker_id, hand_over=self.stopping.is_set())
-            connection.close()
+                try:
+                    lease_release(self.lease, hand_over=self.stopping.is_set())
+                except DatabaseError:
+                    log.warning("migration %s: could not release the lease; it expires by itself", self.id)
+            _reset_database_connection()
+
+    def _lease_lost(self, why: str) -> None:
+        if not self.lost.is_set():
+            log.warning("migration %s: lease lost (%s); stopping without touching the block job", self.id, why)
+        self.lost.set()
+        self.wakeup.set()
 
     def _heartbeat(self) -> None:
         try:
             while not self.done.wait(settings.BLOCKMIG_HEARTBEAT_SECONDS):
-                if not lease_renew(self.id, self.worker_id):
-                    log.warning("migration %s: lease lost, another worker took over", self.id)
-                    self.lost.set()
-                    self.wakeup.set()
-                    return
+                try:
+                    if not lease_renew(self.lease):
+                        self._lease_lost("another worker claimed the migration")
+                        return
+                except DatabaseError as error:
+                    # The copy goes on; irreversible steps wait until a renewal succeeds.
+                    log.warning("migration %s: heartbeat failed (%s); %.1f s of lease left", self.id, error, self.lease.left())
+                    _reset_database_connection()
         finally:
-            connection.close()
+            _reset_database_connection()
 
-    def should_stop(self) -> bool:
-        return self.stopping.is_set() or self.lost.is_set()
+    def confirm_lease(self) -> None:
+        """Right before anything that cannot be undone: renew, and go ahead only with at
+        least half a lease to spare. Waits out database errors; LeaseLost if superseded."""
+        spare = settings.BLOCKMIG_LEASE_SECONDS / 2
+        attempt = 0
+        while True:
+            self.check_stop()
+            try:
+                if not lease_renew(self.lease):
+                    raise LeaseLost("another worker claimed the migration")
+                if self.lease.left() > spare:
+                    return
+                log.warning("migration %s: the lease renewal was slow; confirming again", self.id)
+            except DatabaseError as error:
+                log.warning("migration %s: cannot confirm the lease (%s); waiting", self.id, error)
+                _reset_database_connection()
+            self.stopping.wait(_backoff(attempt))
+            attempt += 1
+
+    def check_stop(self) -> None:
+        if self.lost.is_set():
+            raise LeaseLost("another worker claimed the migration")
+        if self.stopping.is_set():
+            raise StopDriving()
 
     # -- events -----------------------------------------------------------------------
 
@@ -110,32 +183,84 @@ class Driver:
                 self.bad_events[target] = status
         self.wakeup.set()
 
+    # -- fenced writes ------------------------------------------------------------------
+
+    def transition(self, to: str, **kwargs) -> Migration:
+        return migration_transition(self.id, to, lease=self.lease, **kwargs)
+
+    def _note(self, event_type: str, details: dict | None = None, **fields) -> None:
+        migration_note(self.id, event_type, details, lease=self.lease, **fields)
+
+    def disk_update(self, disk: MigrationDisk, **fields) -> None:
+        with transaction.atomic():
+            if not Migration.objects.select_for_update().filter(self.lease.fence()).exists():
+                raise LeaseLost("a disk write was refused: the lease moved on")
+            MigrationDisk.objects.filter(pk=disk.pk).update(**fields)
+        for name, value in fields.items():
+            setattr(disk, name, value)
+
     # -- main loop --------------------------------------------------------------------
 
     def load(self) -> Migration:
         return Migration.objects.select_related("hypervisor").get(pk=self.id)
 
     def _drive(self) -> None:
-        migration = self.load()
-        while not self.should_stop():
+        attempt = 0
+        while True:
             try:
+                self.check_stop()
+                migration = self.load()
+                if migration.state in TERMINAL_STATES:
+                    return
                 with open_block_jobs(migration.hypervisor.uri, settings.BLOCKMIG_CONNECT_TIMEOUT) as host:
                     self.host = host
                     try:
                         host.watch(migration.domain_uuid, self.on_event)
                     except LibvirtFailure:
                         pass  # the domain is gone; the step below finds out and says so
+                    if self.disconnected_at is not None:
+                        self._reconnected()
+                    attempt = 0
                     self._steps()
                     return
+            except StopDriving:
+                log.info("migration %s: handing over (worker stopping); the block job runs on", self.id)
+                return
             except ConnectFailure as failure:
-                migration = self.load()
-                if migration.state in (State.REQUESTED, State.PREFLIGHT):
-                    self._fail(migration, f"{migration.hypervisor.name} is unreachable: {failure.message}")
+                self.host = None
+                attempt += 1
+                if not self._outage(failure, attempt):
                     return
-                # A copy already runs inside QEMU and does not need us: keep the lease and retry.
-                log.warning("migration %s: %s; retrying", self.id, failure.message)
-                self.wakeup.wait(5)
-                self.wakeup.clear()
+            except DatabaseError as error:
+                log.warning("migration %s: database error (%s); the copy goes on, retrying", self.id, error)
+                _reset_database_connection()
+                attempt += 1
+            self.stopping.wait(_backoff(attempt))
+
+    def _outage(self, failure: ConnectFailure, attempt: int) -> bool:
+        """A connection that failed or dropped. False when the migration was failed instead
+        (nothing had been started on the host and it stays unreachable)."""
+        migration = self.load()
+        if (not isinstance(failure, ConnectionLost) and migration.state in (State.REQUESTED, State.PREFLIGHT)
+                and attempt >= CONNECT_ATTEMPTS_BEFORE_COPY):
+            self._fail(migration, f"{migration.hypervisor.name} is unreachable: {failure.message}")
+            return False
+        if self.disconnected_at is None:
+            self.disconnected_at = time.monotonic()
+            log.warning("migration %s: libvirt connection lost (%s); reconnecting, the copy goes on in QEMU", self.id, failure.message)
+            try:
+                self._note("libvirt_connection_lost", {"error": failure.message})
+            except DatabaseError:
+                _reset_database_connection()
+        return True
+
+    def _reconnected(self) -> None:
+        away = time.monotonic() - self.disconnected_at
+        self.disconnected_at = None
+        self.trust_live_ready = True
+        self.applied_bandwidth = None  # apply the recorded limit again, libvirt may have lost it
+        log.info("migration %s: libvirt reconnected after %.1f s", self.id, away)
+        self._note("libvirt_reconnected", {"seconds_away": round(away, 1)})
 
     def _steps(self) -> None:
         handlers = {
@@ -146,27 +271,54 @@ class Driver:
             State.PIVOTING: self.pivot,
             State.ABORTING: self.abort,
         }
-        while not self.should_stop():
+        while True:
+            self.check_stop()
             migration = self.load()
             if migration.state in TERMINAL_STATES:
                 return
             try:
+                if self.failing:
+                    self._fail(migration, self.failing)
+                    continue
                 handlers[State(migration.state)](migration)
             except StateMoved:
                 continue
             except Failed as failure:
-                self._fail(self.load(), str(failure))
+                self.failing = str(failure)
+            except (ConnectFailure, DatabaseError, LeaseLost, StopDriving):
+                raise  # waited out (or the end of this driver), never a reason to fail
             except LibvirtFailure as failure:
-                self._fail(self.load(), f"libvirt refused: {failure}")
+                self.failing = self.explain(migration, failure)
             except Exception as error:  # the migration must end somewhere a person can see
                 log.exception("migration %s: unexpected error", self.id)
-                self._fail(self.load(), f"Unexpected error in the engine: {error!r}")
+                self.failing = f"Unexpected error in the engine: {error!r}"
+
+    def explain(self, migration: Migration, failure: LibvirtFailure) -> str:
+        """A libvirt refusal, in terms of what happened to the domain when that is the cause."""
+        gone = self.domain_problem(migration)
+        return gone or f"libvirt refused: {failure}"
+
+    def domain_problem(self, migration: Migration) -> str | None:
+        """Why the domain can no longer carry the copy, or None while it runs."""
+        try:
+            state = self.host.domain_state(migration.domain_uuid)
+        except DomainGone:
+            if migration.definition_strategy == "undefine" and migration.saved_definition:
+                after = "blockmig defines it again, shut off, from the definition it saved"
+            elif migration.saved_definition:
+                after = "its saved definition is kept in this migration for an admin to restore"
+            else:
+                after = "it was transient, so there is no definition to restore"
+            return f"The domain {migration.domain_name} no longer exists (destroyed and undefined outside blockmig); {after}."
+        if state not in ALIVE_STATES:
+            return f"The domain {migration.domain_name} is no longer running (it is {state}); the copy cannot go on."
+        return None
 
     # -- requested / preflight → copying ------------------------------------------------
 
     def start(self, migration: Migration) -> None:
         if migration.state == State.REQUESTED:
-            migration = migration_transition(self.id, State.PREFLIGHT, expect={State.REQUESTED}, details={"worker": self.worker_id})
+            migration = self.transition(State.PREFLIGHT, expect={State.REQUESTED})
         disks = list(migration.disks.all())
         try:
             plan = check_on_host(
@@ -189,14 +341,15 @@ class Driver:
             strategy = "transient_job"
         saved = self.host.inactive_xml(migration.domain_uuid) if plan.persistent else ""
         # Invariant 2: the inactive XML is committed before anything on the host changes.
-        migration = migration_transition(
-            self.id, State.COPYING, expect={State.PREFLIGHT},
+        migration = self.transition(
+            State.COPYING, expect={State.PREFLIGHT},
             details={"definition_strategy": strategy, "definition_saved": bool(saved)},
             saved_definition=saved, definition_strategy=strategy,
         )
         if strategy == "undefine":
+            self.confirm_lease()
             self.host.undefine(migration.domain_uuid)
-            migration_note(self.id, "undefined", {"reason": "undefine/copy/redefine procedure"}, domain_undefined=True)
+            self._note("undefined", {"reason": "undefine/copy/redefine procedure"}, domain_undefined=True)
         for disk in disks:
             self.start_copy(migration, disk)
         # Open disk and domain pages draw the mirror target now, not at the next periodic sync.
@@ -204,7 +357,8 @@ class Driver:
 
     def start_copy(self, migration: Migration, disk: MigrationDisk) -> None:
         # Recorded before the call: a crash after libvirt made the file must still remove it.
-        MigrationDisk.objects.filter(pk=disk.pk).update(created_destination=not migration.reuse_destination)
+        self.disk_update(disk, created_destination=not migration.reuse_destination)
+        self.confirm_lease()
         self.host.block_copy(
             migration.domain_uuid,
             disk.target,
@@ -218,15 +372,25 @@ class Driver:
             granularity=migration.granularity,
             buf_size=migration.buf_size,
         )
-        MigrationDisk.objects.filter(pk=disk.pk).update(job_started=True)
+        self.applied_bandwidth = migration.bandwidth_mib
+        self.disk_update(disk, job_started=True, dest_identity=self.identity(disk.destination))
+
+    def identity(self, path: str) -> str:
+        try:
+            return self.host.file_identity(path)
+        except FileNotFoundError:
+            return ""
 
     # -- copying / ready ------------------------------------------------------------------
 
     def reconcile_jobs(self, migration: Migration) -> None:
         """On entry to monitoring: every disk has our job, or we know why not."""
+        problem = self.domain_problem(migration)
+        if problem:
+            raise Failed(problem)
         if migration.definition_strategy == "undefine" and not migration.domain_undefined:
             if not self.host.is_persistent(migration.domain_uuid):
-                migration_note(self.id, "undefined", {"reason": "found undefined on takeover"}, domain_undefined=True)
+                self._note("undefined", {"reason": "found undefined on takeover"}, domain_undefined=True)
         live = self.host.live_disks(migration.domain_uuid)
         started = False
         for disk in migration.disks.all():
@@ -236,54 +400,87 @@ class Driver:
                     self.start_copy(migration, disk)  # we died before libvirt accepted it
                     started = True
                     continue
-                raise Failed(f"The block copy of {disk.target} is gone (QEMU or someone else ended it); the guest stays on {disk.source_path}.")
+                raise Failed(self.job_vanished(migration, disk))
             if job.mirror_path and job.mirror_path != disk.destination:
                 raise Failed(f"{disk.target} now carries a block job to {job.mirror_path} that blockmig did not start; it is left alone.")
-            if not disk.job_started:  # we died between libvirt accepting the copy and saying so
-                MigrationDisk.objects.filter(pk=disk.pk).update(job_started=True)
+            if not disk.job_started or not disk.dest_identity:
+                # We died between libvirt accepting the copy and saying so.
+                self.disk_update(disk, job_started=True, dest_identity=disk.dest_identity or self.identity(disk.destination))
         if started:
             self.refresh_inventory(migration, started_copy=True)
 
+    def job_vanished(self, migration: Migration, disk: MigrationDisk) -> str:
+        """Why a disk's copy ended without blockmig asking, as precisely as libvirt lets us say."""
+        with self.lock:
+            bad = self.bad_events.get(disk.target)
+        if bad == "canceled":
+            return (f"The block copy of {disk.target} was cancelled outside blockmig (for example with "
+                    f"`virsh blockjob {migration.domain_name} {disk.target} --abort`); the guest stays on {disk.source_path}.")
+        space = self.host.free_space(disk.destination)
+        if space is not None and space[0] < NEARLY_FULL:
+            free, total = space
+            return (f"QEMU could not write the copy of {disk.target} to {disk.destination}: No space left on device "
+                    f"({free // 2**20} MiB free of {total // 2**20} MiB on its filesystem). Free space there or choose "
+                    f"another destination; the guest stays on {disk.source_path}.")
+        if bad == "failed":
+            return (f"libvirt reports that the copy of {disk.target} to {disk.destination} failed: check that the "
+                    f"destination is writable and has room; the guest stays on {disk.source_path}.")
+        return (f"The block copy of {disk.target} stopped without blockmig asking (cancelled outside blockmig, "
+                f"or QEMU ended it); the guest stays on {disk.source_path}.")
+
     def monitor(self, migration: Migration) -> None:
-        log.debug("migration %s: monitoring (%s, takeover=%s)", self.id, migration.state, self.takeover)
+        log.debug("migration %s: monitoring (%s, trust_live_ready=%s)", self.id, migration.state, self.trust_live_ready)
         self.reconcile_jobs(migration)
         state = migration.state
-        while not self.should_stop():
+        while True:
             self.wakeup.wait(TICK)
             self.wakeup.clear()
-            if self.should_stop():
-                return
+            self.check_stop()
             migration = self.load()
             if migration.state != state:
                 return  # approved, aborted, or moved by someone else: dispatch again
+            problem = self.domain_problem(migration)
+            if problem:
+                raise Failed(problem)
             disks = list(migration.disks.all())
             live = self.host.live_disks(migration.domain_uuid)
             jobs = {}
             for disk in disks:
+                job = self.host.job(migration.domain_uuid, disk.target, live)
                 with self.lock:
                     bad = self.bad_events.get(disk.target)
-                if bad:
-                    raise Failed(f"libvirt reports the copy of {disk.target} to {disk.destination} {bad}: check free space and access on the destination.")
-                job = self.host.job(migration.domain_uuid, disk.target, live)
-                if job is None:
-                    raise Failed(f"The block copy of {disk.target} stopped without blockmig asking (domain shut down or job cancelled outside blockmig).")
+                if job is None or bad:
+                    if job is None and not bad:
+                        # The event that says why usually follows the job's end by milliseconds.
+                        self.wakeup.wait(1.0)
+                    raise Failed(self.job_vanished(migration, disk))
                 jobs[disk.target] = job
+            self.apply_bandwidth(migration, disks, jobs)
             ready = {d.target: self.is_ready(d.target, jobs[d.target]) for d in disks}
-            log.debug("migration %s: jobs %s ready %s", self.id, jobs, ready)
-            self.record_progress(migration, disks, jobs, ready)
+            # The last figures before ready are always written: the page shows 100 %.
+            self.record_progress(migration, disks, jobs, ready, force=all(ready.values()))
             if state == State.COPYING and all(ready.values()):
-                self.mark_ready(migration)
+                self.mark_ready(migration, disks)
                 return
             if state == State.READY and not all(ready.values()):
-                migration_transition(self.id, State.COPYING, expect={State.READY}, details={"reason": "a mirror fell out of sync"})
+                self.transition(State.COPYING, expect={State.READY}, details={"reason": "a mirror fell out of sync"})
                 return
+
+    def apply_bandwidth(self, migration: Migration, disks: list[MigrationDisk], jobs) -> None:
+        """An operator's change is recorded on the row; the driver applies it."""
+        if migration.bandwidth_mib == self.applied_bandwidth:
+            return
+        for disk in disks:
+            if jobs[disk.target].mirror_path == disk.destination:
+                self.host.set_speed(migration.domain_uuid, disk.target, migration.bandwidth_mib)
+        self.applied_bandwidth = migration.bandwidth_mib
 
     def is_ready(self, target: str, job) -> bool:
         with self.lock:
             event_seen = target in self.ready_events
-        return job.ready and (event_seen or self.takeover)
+        return job.ready and (event_seen or self.trust_live_ready)
 
-    def record_progress(self, migration: Migration, disks, jobs, ready) -> None:
+    def record_progress(self, migration: Migration, disks, jobs, ready, *, force: bool = False) -> None:
         now = time.monotonic()
         cur = sum(j.cur for j in jobs.values())
         end = sum(j.end for j in jobs.values())
@@ -292,34 +489,41 @@ class Driver:
             self.history.popleft()
         grew = self.max_end > 0 and end > self.max_end
         self.max_end = max(self.max_end, end)
-        if now - self.last_write < PROGRESS_WRITE_EVERY and not grew:
+        if now - self.last_write < PROGRESS_WRITE_EVERY and not grew and not force:
             return
         first_t, first_cur = self.history[0]
         rate = (cur - first_cur) / (now - first_t) if now > first_t else 0.0
         totals = {"bytes_done": cur, "bytes_total": end, "rate_bps": max(rate, 0.0), "progress_at": datetime.now(UTC)}
         if grew:
             totals["total_grew"] = True
-        migration_record_progress(
-            self.id,
-            totals=totals,
-            disks={d.pk: {"cur": jobs[d.target].cur, "end": jobs[d.target].end, "ready": ready[d.target]} for d in disks},
-        )
+        try:
+            migration_record_progress(
+                self.id,
+                totals=totals,
+                disks={d.pk: {"cur": jobs[d.target].cur, "end": jobs[d.target].end, "ready": ready[d.target]} for d in disks},
+                lease=self.lease,
+            )
+        except DatabaseError as error:
+            # Progress is only for people to look at: skip it, keep watching the copy.
+            log.warning("migration %s: progress not recorded (%s)", self.id, error)
+            _reset_database_connection()
         self.last_write = now
 
-    def mark_ready(self, migration: Migration) -> None:
+    def mark_ready(self, migration: Migration, disks: list[MigrationDisk]) -> None:
         with self.lock:
             events = {t: datetime.fromtimestamp(at, UTC).isoformat() for t, at in self.ready_events.items()}
-        migration_transition(
-            self.id, State.READY, expect={State.COPYING},
-            details={"ready_events": events, "confirmed_by": "mirror ready='yes'", "takeover": self.takeover},
+        for disk in disks:
+            self.disk_update(disk, ready=True, dest_size_at_ready=self.host.file_size(disk.destination))
+        self.transition(
+            State.READY, expect={State.COPYING},
+            details={"ready_events": events, "confirmed_by": "mirror ready='yes'", "trusted_live_xml": self.trust_live_ready},
             ready_at=datetime.now(UTC),
         )
-        MigrationDisk.objects.filter(migration_id=self.id).update(ready=True)
         hypervisor = migration.hypervisor
         hypervisor.refresh_from_db(fields=["auto_pivot"])
         if hypervisor.auto_pivot:
-            migration_transition(
-                self.id, State.PIVOTING, expect={State.READY}, event_type="auto_pivot",
+            self.transition(
+                State.PIVOTING, expect={State.READY}, event_type="auto_pivot",
                 details={"policy": "auto_pivot", "policy_set_by": auto_pivot_policy_setter(hypervisor)},
             )
 
@@ -328,6 +532,9 @@ class Driver:
     def pivot(self, migration: Migration) -> None:
         uuid = migration.domain_uuid
         disks = list(migration.disks.all())
+        problem = self.domain_problem(migration)
+        if problem:
+            raise Failed(problem)
         live = self.host.live_disks(uuid)
         todo = [d for d in disks if live[d.target].source != d.destination]
         deadline = time.monotonic() + 60
@@ -335,23 +542,46 @@ class Driver:
             while True:
                 job = self.host.job(uuid, disk.target)
                 if job is None:
-                    raise Failed(f"The block copy of {disk.target} ended before the pivot; the guest stays on {disk.source_path}.")
+                    raise Failed(self.job_vanished(migration, disk))
                 if job.ready:
                     break
                 if time.monotonic() > deadline:
                     raise Failed(f"The mirror of {disk.target} did not become ready again within 60 s of the approval.")
                 time.sleep(0.2)
+        # Invariant 9: libvirt would pivot onto a file deleted meanwhile (QEMU holds it open).
+        for disk in todo:
+            self.check_destination_unchanged(disk)
+        self.confirm_lease()
         # Every disk is ready before the first pivots, so they switch together.
         pivoted = []
         for disk in todo:
             try:
                 self.host.pivot(uuid, disk.target)
+            except ConnectionLost:
+                raise  # reconnect and look: the pivot happened or not, the live XML says which
             except LibvirtFailure as failure:
                 done = f" ({', '.join(pivoted)} already pivoted)" if pivoted else ""
                 raise Failed(f"libvirt refused to pivot {disk.target}{done}: {failure}") from None
             pivoted.append(disk.target)
         self.wait_jobs_gone(uuid, [d.target for d in disks])
         self.finish(self.load())
+
+    def check_destination_unchanged(self, disk: MigrationDisk) -> None:
+        try:
+            identity = self.host.file_identity(disk.destination)
+            size = self.host.file_size(disk.destination)
+        except FileNotFoundError:
+            identity, size = None, None
+        changed = None
+        if identity is None:
+            changed = "it no longer exists"
+        elif disk.dest_identity and identity != disk.dest_identity:
+            changed = "another file now has its name"
+        elif disk.dest_size_at_ready is not None and size is not None and size < disk.dest_size_at_ready:
+            changed = f"it shrank from {disk.dest_size_at_ready} to {size} bytes"
+        if changed:
+            raise Failed(f"The destination {disk.destination} was deleted or replaced after the copy began ({changed}): "
+                         f"the pivot was refused, the copy aborted and the guest stays on {disk.source_path}.")
 
     def wait_jobs_gone(self, uuid: str, targets: list[str]) -> None:
         deadline = time.monotonic() + JOB_GONE_TIMEOUT
@@ -365,13 +595,14 @@ class Driver:
         disks = list(migration.disks.all())
         moves = {d.target: (d.destination, migration.dest_format) for d in disks}
         if migration.definition_strategy == "undefine" and not self.host.is_persistent(uuid):
+            self.confirm_lease()
             self.host.define(retarget_definition(migration.saved_definition, moves))
-            migration_note(self.id, "definition_restored", {"points_to": {t: p for t, (p, _f) in moves.items()}}, domain_undefined=False)
+            self._note("definition_restored", {"points_to": {t: p for t, (p, _f) in moves.items()}}, domain_undefined=False)
         problems = self.verify(migration, disks)
-        migration_note(self.id, "verified", {"ok": not problems, "problems": problems})
+        self._note("verified", {"ok": not problems, "problems": problems})
         if problems:
             raise Failed("Pivoted, but verification found: " + "; ".join(problems))
-        migration_transition(self.id, State.COMPLETED, expect={State.PIVOTING})
+        self.transition(State.COMPLETED, expect={State.PIVOTING})
         self.refresh_inventory(migration)
 
     def verify(self, migration: Migration, disks: list[MigrationDisk]) -> list[str]:
@@ -423,130 +654,86 @@ class Driver:
     def abort(self, migration: Migration) -> None:
         details = self.undo(migration)
         problems = []
-        live = self.host.live_disks(migration.domain_uuid)
-        for disk in migration.disks.all():
-            if disk.target in live and live[disk.target].source != disk.source_path:
-                problems.append(f"{disk.target} runs on {live[disk.target].source}, not {disk.source_path}")
+        if self.domain_problem(migration) is None:
+            live = self.host.live_disks(migration.domain_uuid)
+            for disk in migration.disks.all():
+                if disk.target in live and live[disk.target].source != disk.source_path:
+                    problems.append(f"{disk.target} runs on {live[disk.target].source}, not {disk.source_path}")
         if problems:
             raise Failed("Abort left the domain changed: " + "; ".join(problems))
-        migration_transition(self.id, State.ABORTED, expect={State.ABORTING}, details=details)
+        self.transition(State.ABORTED, expect={State.ABORTING}, details=details)
 
     def undo(self, migration: Migration) -> dict:
-        """Cancel our jobs on disks that have not pivoted, remove destinations we created,
-        and put the persistent definition back. Returns what it did, for the audit."""
+        """Cancel our jobs on disks that have not pivoted, remove destinations we created
+        that nothing uses, and put the persistent definition back. Returns what it did, for
+        the audit. Idempotent: after an outage it is simply run again."""
         uuid = migration.domain_uuid
         disks = list(migration.disks.all())
         try:
-            live = self.host.live_disks(uuid)
-        except LibvirtFailure:
-            live = None  # the domain is gone (QEMU died and it was transient)
+            running = self.host.domain_state(uuid) in ALIVE_STATES
+            exists = True
+        except DomainGone:
+            running = exists = False
+        live = self.host.live_disks(uuid) if running else None
         pivoted = {d.target for d in disks if live and d.target in live and live[d.target].source == d.destination}
-        cancelled, removed = [], []
-        if live is not None:
+        cancelled, removed, kept = [], [], []
+        if running:
             for disk in disks:
                 if disk.target in pivoted:
                     continue
                 job = self.host.job(uuid, disk.target, live)
                 if job is not None and job.mirror_path in ("", disk.destination):
+                    self.confirm_lease()
                     self.host.cancel_job(uuid, disk.target)
                     cancelled.append(disk.target)
             self.wait_jobs_gone(uuid, cancelled)
         for disk in disks:
-            if disk.created_destination and disk.target not in pivoted:
-                self.host.remove_file(disk.destination)
-                removed.append(disk.destination)
-        restored = self.restore_definition(migration, live, pivoted)
-        return {"cancelled": cancelled, "removed": removed, "definition_restored": restored}
+            if not disk.created_destination or disk.target in pivoted or not self.host.path_exists(disk.destination):
+                continue
+            # Invariant 10: only once libvirt, connected now, says nothing uses the file.
+            users = self.host.users_of(disk.destination)
+            if users:
+                kept.append(f"{disk.destination} (used by {', '.join(users)})")
+                continue
+            self.confirm_lease()
+            self.host.remove_file(disk.destination)
+            removed.append(disk.destination)
+        restored = self.restore_definition(migration, exists, pivoted)
+        details = {"cancelled": cancelled, "removed": removed, "definition_restored": restored}
+        if kept:
+            details["kept_in_use"] = kept
+        return details
 
-    def restore_definition(self, migration: Migration, live, pivoted: set[str]) -> bool:
+    def restore_definition(self, migration: Migration, exists: bool, pivoted: set[str]) -> bool:
         if migration.definition_strategy != "undefine" or not migration.saved_definition:
             return False
-        if live is not None and self.host.is_persistent(migration.domain_uuid):
+        if exists and self.host.is_persistent(migration.domain_uuid):
             return False
         moves = {d.target: (d.destination, migration.dest_format) for d in migration.disks.all() if d.target in pivoted}
+        self.confirm_lease()
         self.host.define(retarget_definition(migration.saved_definition, moves))
-        migration_note(self.id, "definition_restored", {"points_to_destination": sorted(moves)}, domain_undefined=False)
+        self._note("definition_restored", {"points_to_destination": sorted(moves)}, domain_undefined=False)
         return True
 
     def _fail(self, migration: Migration, reason: str) -> None:
+        """Undo what we started, then record the failure. An outage or a lost lease in the
+        middle propagates: the undo is retried after it (self.failing keeps the reason)."""
+        self.failing = reason
         if migration.state in TERMINAL_STATES:
             return
         details = {}
         if migration.state not in (State.REQUESTED, State.PREFLIGHT) and self.host is not None:
             try:
                 details = self.undo(migration)
+            except (ConnectFailure, DatabaseError, LeaseLost, StopDriving):
+                raise
             except Exception as error:
                 log.exception("migration %s: cleanup after failure", self.id)
                 reason += f" Cleanup was incomplete ({error}); check the domain's definition and the destination."
         try:
-            migration_transition(self.id, State.FAILED, details={"reason": reason, **details}, failure_reason=reason)
+            self.transition(State.FAILED, details={"reason": reason, **details}, failure_reason=reason)
         except StateMoved:
             pass
-
-
-# -- running drivers ------------------------------------------------------------------------
-
-class DrivePool:
-    """A bounded pool of drivers in one worker process. A migration is mostly waiting on
-    libvirt (and on a human, before the pivot), so one process drives several at once."""
-
-    def __init__(self, slots: int, worker_id: str):
-        self.slots = slots
-        self.worker_id = worker_id
-        self.stopping = threading.Event()
-        self.executor = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="drive")
-        self.lock = threading.Lock()
-        self.running: set[int] = set()
-
-    def has_room(self) -> bool:
-        with self.lock:
-            return len(self.running) < self.slots
-
-    def submit(self, migration_id: int) -> str:
-        with self.lock:
-            if migration_id in self.running:
-                return "already driven by this worker"
-            self.running.add(migration_id)
-        self.executor.submit(self._run, migration_id)
-        return "dispatched"
-
-    def _run(self, migration_id: int) -> None:
-        try:
-            close_old_connections()
-            Driver(migration_id, self.worker_id, self.stopping).run()
-        except Exception:
-            log.exception("migration %s: driver crashed", migration_id)
-        finally:
-            with self.lock:
-                self.running.discard(migration_id)
-            connection.close()
-
-    def drain(self, timeout: float) -> None:
-        """SIGTERM: drivers hand their leases over at their next tick; wait for them."""
-        self.stopping.set()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self.lock:
-                if not self.running:
-                    break
-            time.sleep(0.1)
-        self.executor.shutdown(wait=False, cancel_futures=True)
-
-
-_pool: DrivePool | None = None
-
-
-def install_pool(pool: DrivePool | None) -> None:
-    global _pool
-    _pool = pool
-
-
-def migration_drive(migration_id: int) -> str:
-    """Entry point of the drive_migration task: hand the migration to this process's pool
-    (run_worker), or drive it here and now when there is none (a plain db_worker)."""
-    if _pool is not None:
-        return _pool.submit(migration_id)
-    return Driver(migration_id, new_worker_id()).run()
 
 
 def _refresh_inventory(migration_id: int, hypervisor, *, close_connection: bool = False, **options) -> None:

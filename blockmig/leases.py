@@ -1,19 +1,28 @@
-"""Which worker drives a migration: a lease on the row, claimed with a conditional UPDATE.
+"""Which worker drives a migration: a fenced lease on the row itself.
 
-A worker renews its lease every heartbeat. A lease that runs out means its worker died (or
-drained on SIGTERM, which expires it at once); the reaper in every worker then enqueues one
-takeover task per expiry, and whichever worker claims the lease first reconciles.
+A worker with a free slot claims an active migration directly: a conditional UPDATE that
+succeeds only while the lease is free or expired, and that bumps `lease_epoch`, a number
+that only grows (on PostgreSQL the candidate row is picked with FOR UPDATE SKIP LOCKED, so
+two workers never wait on each other). The (owner, epoch) pair is the fencing token: every
+write the driver makes is conditional on it, and before anything it cannot undo the driver
+renews the lease and checks that enough of it is left (Kleppmann's fencing, applied to
+libvirt calls that have no token of their own). A worker that was paused, cut off or slowed
+by a locked database therefore never acts on a migration someone else has claimed since.
+
+There is no queue: the Migration row is the work item, and an expired lease is noticed by
+every worker's slow poll (wake-ups over Redis make a new migration start at once).
 """
 
 from __future__ import annotations
 
 import os
 import socket
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.crypto import get_random_string
@@ -22,75 +31,101 @@ from blockmig.models import Migration
 from blockmig.states import ACTIVE_STATES
 
 
+class LeaseLost(Exception):
+    """Another worker holds the migration now (its epoch is newer): stop driving at once."""
+
+
 def new_worker_id() -> str:
     return f"{socket.gethostname()[:32]}:{os.getpid()}:{get_random_string(8)}"
 
 
-def lease_length() -> timedelta:
-    return timedelta(seconds=settings.BLOCKMIG_LEASE_SECONDS)
+def lease_seconds() -> float:
+    return settings.BLOCKMIG_LEASE_SECONDS
 
 
-@dataclass(frozen=True)
-class Claim:
-    previous_owner: str  # "" when nobody held it before
+@dataclass
+class Lease:
+    """A claim on one migration. `valid_until` is on this process's monotonic clock and is
+    conservative: it counts from before the write that set the expiry was sent."""
+
+    migration_id: int
+    owner: str
+    epoch: int
+    previous_owner: str = ""
+    valid_until: float = field(default=0.0)
 
     @property
     def is_takeover(self) -> bool:
-        return bool(self.previous_owner)
+        return bool(self.previous_owner) and self.previous_owner != self.owner
+
+    def left(self) -> float:
+        return self.valid_until - time.monotonic()
+
+    def fence(self) -> Q:
+        """The condition every write of the holder is made under."""
+        return Q(pk=self.migration_id, lease_owner=self.owner, lease_epoch=self.epoch)
+
+    def audit(self) -> dict:
+        return {"worker": self.owner, "epoch": self.epoch}
 
 
-def lease_claim(migration_id: int, owner: str) -> Claim | None:
-    """Take the lease if it is free, expired or already ours; None if another worker holds it."""
-    now = timezone.now()
+def _claimable(now) -> Q:
+    return Q(lease_owner="") | Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=now)
+
+
+def lease_claim_next(owner: str, exclude: set[int] | frozenset[int] = frozenset()) -> Lease | None:
+    """Claim the oldest active migration nobody holds; None when there is none."""
+    def unclaimed():
+        return (
+            Migration.objects.filter(state__in=ACTIVE_STATES)
+            .filter(_claimable(timezone.now()))
+            .exclude(pk__in=exclude)
+            .order_by("created_at", "pk")
+        )
+
+    # Look first without a transaction: on SQLite every transaction here takes the write
+    # lock, and most polls find nothing.
+    if not unclaimed().exists():
+        return None
     with transaction.atomic():
-        previous = Migration.objects.filter(pk=migration_id).values_list("lease_owner", flat=True).first()
+        candidates = unclaimed()
+        if connection.features.has_select_for_update_skip_locked:
+            candidates = candidates.select_for_update(skip_locked=True)
+        row = candidates.values("pk", "lease_owner", "lease_epoch").first()
+        if row is None:
+            return None
+        # The expiry is computed after the lock is held (IMMEDIATE transactions on SQLite,
+        # the row lock on PostgreSQL), so a wait for the lock never stores one already past.
+        sent = time.monotonic()
+        now = timezone.now()
         taken = (
-            Migration.objects.filter(pk=migration_id, state__in=ACTIVE_STATES)
-            .filter(Q(lease_owner="") | Q(lease_owner=owner) | Q(lease_expires_at__lt=now) | Q(lease_expires_at__isnull=True))
-            .update(lease_owner=owner, lease_expires_at=now + lease_length(), takeover_enqueued_at=None)
+            Migration.objects.filter(pk=row["pk"], lease_epoch=row["lease_epoch"], state__in=ACTIVE_STATES)
+            .filter(_claimable(now))
+            .update(lease_owner=owner, lease_epoch=F("lease_epoch") + 1,
+                    lease_expires_at=now + timedelta(seconds=lease_seconds()))
         )
     if not taken:
-        return None
-    return Claim(previous_owner="" if previous in ("", owner) else previous)
+        return None  # another worker got there first
+    return Lease(row["pk"], owner, row["lease_epoch"] + 1, previous_owner=row["lease_owner"],
+                 valid_until=sent + lease_seconds())
 
 
-def lease_renew(migration_id: int, owner: str) -> bool:
-    """Heartbeat. False means the lease was lost (another worker took over): stop driving."""
-    return bool(
-        Migration.objects.filter(pk=migration_id, lease_owner=owner).update(
-            lease_expires_at=timezone.now() + lease_length()
-        )
-    )
+def lease_renew(lease: Lease) -> bool:
+    """Extend the lease. False: it was lost (a newer epoch exists), stop driving. A database
+    error propagates: the caller retries, and `lease.left()` says how long it may still act."""
+    with transaction.atomic():
+        if not Migration.objects.select_for_update().filter(lease.fence()).exists():
+            return False
+        sent = time.monotonic()
+        now = timezone.now()
+        Migration.objects.filter(lease.fence()).update(lease_expires_at=now + timedelta(seconds=lease_seconds()))
+    lease.valid_until = sent + lease_seconds()
+    return True
 
 
-def lease_release(migration_id: int, owner: str, *, hand_over: bool = False) -> None:
-    """Give the lease up. hand_over keeps our name but expires it now so the reaper of any
-    live worker takes the migration over at once (SIGTERM drain)."""
+def lease_release(lease: Lease, *, hand_over: bool = False) -> None:
+    """Give the lease up. hand_over (SIGTERM drain) keeps our name but expires it now, so any
+    live worker's next poll takes the migration over."""
     fields = {"lease_expires_at": timezone.now()} if hand_over else {"lease_owner": "", "lease_expires_at": None}
-    Migration.objects.filter(pk=migration_id, lease_owner=owner).update(**fields)
-
-
-def leases_expired(grace_seconds: float = 30) -> list[int]:
-    """Active migrations nobody drives: lease ran out, or never claimed for a while."""
-    now = timezone.now()
-    expired = Q(lease_expires_at__lt=now) & (
-        Q(takeover_enqueued_at__isnull=True) | Q(takeover_enqueued_at__lt=F("lease_expires_at"))
-    )
-    never_claimed = Q(lease_expires_at__isnull=True, takeover_enqueued_at__isnull=True, created_at__lt=now - timedelta(seconds=grace_seconds))
-    return list(
-        Migration.objects.filter(state__in=ACTIVE_STATES).filter(expired | never_claimed).values_list("pk", flat=True)
-    )
-
-
-def takeover_mark(migration_id: int) -> bool:
-    """Conditional UPDATE: True for exactly one reaper per expiry."""
-    now = timezone.now()
-    return bool(
-        Migration.objects.filter(pk=migration_id, state__in=ACTIVE_STATES)
-        .filter(
-            (Q(lease_expires_at__lt=now) & (Q(takeover_enqueued_at__isnull=True) | Q(takeover_enqueued_at__lt=F("lease_expires_at"))))
-            | Q(lease_expires_at__isnull=True, takeover_enqueued_at__isnull=True)
-        )
-        .update(takeover_enqueued_at=now)
-    )
-
+    Migration.objects.filter(lease.fence()).update(**fields)
+    lease.valid_until = 0.0

@@ -14,7 +14,7 @@ CONTRACT (implemented by the engine; the UI codes against these names):
                       bandwidth_mib=0, synchronous_writes=False,
                       granularity=None, buf_size=None) -> Migration
         runs preflight synchronously (clear Refused on any problem, nothing changed),
-        creates the row + audit "requested", enqueues the background job, returns at once.
+        creates the row + audit "requested", wakes the workers, returns at once.
     migration_approve(*, migration, user) -> Migration      # approver, not the requester
     migration_abort(*, migration, user) -> Migration        # operator/approver, before pivot
     migration_set_bandwidth(*, migration, user, bandwidth_mib: int) -> Migration
@@ -27,15 +27,17 @@ The engine moves a migration through the same machine with migration_transition(
 from __future__ import annotations
 
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from blockmig import publish
 from blockmig.audit import audit_record
 from blockmig.errors import Refused
+from blockmig.leases import Lease, LeaseLost
 from blockmig.models import Migration, MigrationDisk
 from blockmig.preflight import DiskRequest, check_bandwidth, preflight_request
 from blockmig.states import TERMINAL_STATES, State, next_state
-from hosts.adapter import ConnectFailure, LibvirtFailure, open_block_jobs
+from blockmig.wake import wake_workers
 
 __all__ = [
     "DiskRequest",
@@ -57,10 +59,18 @@ def _publish_on_commit(migration_id: int) -> None:
     transaction.on_commit(lambda: publish.migration_changed(migration_id))
 
 
-def _enqueue_drive_on_commit(migration_id: int) -> None:
-    from blockmig.tasks import drive_migration
+def _wake_on_commit(migration_id: int) -> None:
+    """The worker that drives it (or, for a new one, any worker with room) acts at once."""
+    transaction.on_commit(lambda: wake_workers(migration_id))
 
-    transaction.on_commit(lambda: drive_migration.enqueue(migration_id))
+
+def _check_fence(migration: Migration, lease: Lease | None) -> None:
+    if lease is not None and (migration.lease_owner, migration.lease_epoch) != (lease.owner, lease.epoch):
+        raise LeaseLost(f"#{migration.pk} is held by {migration.lease_owner or 'nobody'} (epoch {migration.lease_epoch}), not by {lease.owner} (epoch {lease.epoch})")
+
+
+def _with_lease(details: dict | None, lease: Lease | None) -> dict | None:
+    return details if lease is None else {**(details or {}), **lease.audit()}
 
 
 def migration_transition(
@@ -71,29 +81,36 @@ def migration_transition(
     actor=None,
     event_type: str | None = None,
     details: dict | None = None,
+    lease: Lease | None = None,
     **fields,
 ) -> Migration:
     """Move a migration to `to` through the state machine, with its audit event, in one
-    transaction. `expect` guards against a concurrent change: StateMoved if the row left it."""
+    transaction. `expect` guards against a concurrent change: StateMoved if the row left it.
+    The engine passes its `lease`: LeaseLost if another worker has claimed the row since."""
     with transaction.atomic():
         migration = Migration.objects.select_for_update().select_related("hypervisor").get(pk=migration_id)
+        _check_fence(migration, lease)
         current = migration.state
         if expect is not None and current not in expect:
             raise StateMoved(f"#{migration_id} is {current}, expected {', '.join(sorted(expect))}")
         migration.state = next_state(current, to)
         for name, value in fields.items():
             setattr(migration, name, value)
+        changed = ["state", *fields]
         if migration.state in TERMINAL_STATES:
             migration.finished_at = timezone.now()
+            changed.append("finished_at")
             MigrationDisk.objects.filter(migration=migration).update(active=False)
-        migration.save()
+        # Only what this change sets: a full save would write back lease fields read a
+        # moment ago over a heartbeat's newer ones.
+        migration.save(update_fields=changed)
         audit_record(
             event_type=event_type or str(migration.state),
             migration=migration,
             actor=actor,
             from_state=current,
             to_state=migration.state,
-            details=details,
+            details=_with_lease(details, lease),
         )
         _publish_on_commit(migration.pk)
     return migration
@@ -180,7 +197,7 @@ def migration_request(
                 },
             )
             _publish_on_commit(migration.pk)
-            _enqueue_drive_on_commit(migration.pk)
+            _wake_on_commit(migration.pk)
     except IntegrityError:
         raise Refused("Another migration of one of these disks has just started: wait for it to finish.", "disks") from None
     return migration
@@ -195,10 +212,12 @@ def migration_approve(*, migration: Migration, user) -> Migration:
     if migration.state != State.READY:
         _refuse(migration, user, "approve", f"Migration #{migration.pk} is {migration.state}: a pivot can be approved only once every disk's mirror is ready.")
     try:
-        return migration_transition(
-            migration.pk, State.PIVOTING, expect={State.READY}, actor=user, event_type="approved",
-            details={"approved_by": user.get_username()}, approved_by=user,
-        )
+        with transaction.atomic():
+            _wake_on_commit(migration.pk)
+            return migration_transition(
+                migration.pk, State.PIVOTING, expect={State.READY}, actor=user, event_type="approved",
+                details={"approved_by": user.get_username()}, approved_by=user,
+            )
     except StateMoved:
         migration.refresh_from_db()
         _refuse(migration, user, "approve", f"Migration #{migration.pk} changed to {migration.state} before the approval landed.")
@@ -216,15 +235,19 @@ def migration_abort(*, migration: Migration, user) -> Migration:
                 migration.pk, State.ABORTED, expect={State.REQUESTED, State.PREFLIGHT}, actor=user, event_type="aborted",
             )
         if migration.state in (State.COPYING, State.READY):
-            return migration_transition(
-                migration.pk, State.ABORTING, expect={State.COPYING, State.READY}, actor=user, event_type="abort_requested",
-            )
+            with transaction.atomic():
+                _wake_on_commit(migration.pk)
+                return migration_transition(
+                    migration.pk, State.ABORTING, expect={State.COPYING, State.READY}, actor=user, event_type="abort_requested",
+                )
     except StateMoved:
         migration.refresh_from_db()
     _refuse(migration, user, "abort", f"Migration #{migration.pk} is {migration.state}: only a migration that has not pivoted yet can be aborted.")
 
 
 def migration_set_bandwidth(*, migration: Migration, user, bandwidth_mib) -> Migration:
+    """Record the new limit; the worker that drives the migration applies it to the running
+    block jobs (a web request never waits on libvirt)."""
     migration.refresh_from_db()
     if not user.has_perm("blockmig.change_migration"):
         _refuse(migration, user, "set_bandwidth", "You need the operator role to change a migration's bandwidth.", "bandwidth_mib")
@@ -232,28 +255,27 @@ def migration_set_bandwidth(*, migration: Migration, user, bandwidth_mib) -> Mig
         value = check_bandwidth(bandwidth_mib)
     except Refused as refused:
         _refuse(migration, user, "set_bandwidth", refused.message, "bandwidth_mib")
-    if migration.state not in (State.REQUESTED, State.PREFLIGHT, State.COPYING, State.READY):
-        _refuse(migration, user, "set_bandwidth", f"Migration #{migration.pk} is {migration.state}: bandwidth can change only before the pivot.", "bandwidth_mib")
-    if migration.state in (State.COPYING, State.READY):
-        try:
-            with open_block_jobs(migration.hypervisor.uri) as host:
-                for disk in migration.disks.all():
-                    job = host.job(migration.domain_uuid, disk.target)
-                    if job is not None and job.mirror_path == disk.destination:
-                        host.set_speed(migration.domain_uuid, disk.target, value)
-        except (ConnectFailure, LibvirtFailure) as failure:
-            _refuse(migration, user, "set_bandwidth", f"libvirt did not change the speed: {failure}", "bandwidth_mib")
     with transaction.atomic():
-        previous = migration.bandwidth_mib
-        Migration.objects.filter(pk=migration.pk).update(bandwidth_mib=value)
-        migration.bandwidth_mib = value
-        audit_record(
-            event_type="bandwidth_changed", migration=migration, actor=user,
-            from_state=migration.state, to_state=migration.state,
-            details={"from_mib": previous, "to_mib": value},
-        )
-        _publish_on_commit(migration.pk)
-    return migration
+        # Locked, so an approval landing at the same moment is either before (refused here)
+        # or after (the pivot happens with this limit recorded): the audit says which.
+        locked = Migration.objects.select_for_update().select_related("hypervisor").get(pk=migration.pk)
+        if locked.state not in (State.REQUESTED, State.PREFLIGHT, State.COPYING, State.READY):
+            refusal = f"Migration #{locked.pk} is {locked.state}: bandwidth can change only before the pivot."
+        else:
+            refusal = None
+            previous = locked.bandwidth_mib
+            Migration.objects.filter(pk=locked.pk).update(bandwidth_mib=value)
+            locked.bandwidth_mib = value
+            audit_record(
+                event_type="bandwidth_changed", migration=locked, actor=user,
+                from_state=locked.state, to_state=locked.state,
+                details={"from_mib": previous, "to_mib": value},
+            )
+            _publish_on_commit(locked.pk)
+            _wake_on_commit(locked.pk)
+    if refusal:
+        _refuse(locked, user, "set_bandwidth", refusal, "bandwidth_mib")
+    return locked
 
 
 def hypervisor_set_auto_pivot(*, hypervisor, user, enabled: bool) -> None:
@@ -283,25 +305,29 @@ def auto_pivot_policy_setter(hypervisor) -> str:
 
 
 
-def migration_record_progress(migration_id: int, *, totals: dict, disks: dict[int, dict]) -> None:
+def migration_record_progress(migration_id: int, *, totals: dict, disks: dict[int, dict], lease: Lease | None = None) -> None:
     """Progress from the engine (throttled by the caller): not a state change, not audited."""
     with transaction.atomic():
-        Migration.objects.filter(pk=migration_id).update(**totals)
+        rows = Migration.objects.filter(lease.fence() if lease else Q(pk=migration_id)).update(**totals)
+        if not rows and lease is not None:
+            raise LeaseLost(f"#{migration_id}: progress write refused, the lease moved on")
         for disk_id, values in disks.items():
             MigrationDisk.objects.filter(pk=disk_id).update(**values)
         _publish_on_commit(migration_id)
 
 
-def migration_note(migration_id: int, event_type: str, details: dict | None = None, **fields) -> None:
+def migration_note(migration_id: int, event_type: str, details: dict | None = None, *, lease: Lease | None = None, **fields) -> None:
     """An engine step that is not a state change (definition saved/restored, takeover,
-    verification) recorded with its audit event in one transaction."""
+    verification, reconnection) recorded with its audit event in one transaction."""
     with transaction.atomic():
         migration = Migration.objects.select_for_update().select_related("hypervisor").get(pk=migration_id)
+        _check_fence(migration, lease)
         for name, value in fields.items():
             setattr(migration, name, value)
         if fields:
             migration.save(update_fields=list(fields))
         audit_record(
-            event_type=event_type, migration=migration, from_state=migration.state, to_state=migration.state, details=details,
+            event_type=event_type, migration=migration, from_state=migration.state, to_state=migration.state,
+            details=_with_lease(details, lease),
         )
         _publish_on_commit(migration_id)

@@ -44,12 +44,11 @@ class Migration(models.Model):
     total_grew = models.BooleanField(default=False)
     progress_at = models.DateTimeField(null=True, blank=True)
 
-    # Lease held by the worker driving this migration.
+    # Lease held by the worker driving this migration (blockmig.leases). The epoch grows by
+    # one on every claim; (owner, epoch) fences every write the driver makes.
     lease_owner = models.CharField(max_length=64, blank=True)
+    lease_epoch = models.PositiveBigIntegerField(default=0)
     lease_expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
-    # Set by the reaper when it re-enqueued this migration after its lease expired, so
-    # each expiry leads to exactly one takeover task.
-    takeover_enqueued_at = models.DateTimeField(null=True, blank=True)
 
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     ready_at = models.DateTimeField(null=True, blank=True)
@@ -88,6 +87,11 @@ class MigrationDisk(models.Model):
     # Committed right after libvirt accepted the blockCopy: a takeover that finds no job
     # and this set knows the job died, and never starts the copy a second time.
     job_started = models.BooleanField(default=False)
+    # What the destination was when the copy began ("dev:inode" on the local host,
+    # "volume:<key>" in a libvirt pool; "" where the host allows no check) and its size
+    # when the mirror became ready: the pivot goes ahead only onto that same file (invariant 9).
+    dest_identity = models.CharField(max_length=512, blank=True)
+    dest_size_at_ready = models.BigIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["target"]

@@ -48,7 +48,7 @@ _redis_lock = threading.Lock()
 _redis: redis.Redis | None = None
 
 
-def _redis_client() -> redis.Redis:
+def redis_client() -> redis.Redis:
     global _redis
     with _redis_lock:
         if _redis is None:
@@ -58,11 +58,11 @@ def _redis_client() -> redis.Redis:
 
 def next_seq(subject: str) -> int:
     """The next number in `subject`'s sequence (atomic across processes and machines)."""
-    return int(_redis_client().incr(seq_key(subject)))
+    return int(redis_client().incr(seq_key(subject)))
 
 
 def current_seq(subject: str) -> int:
-    value = _redis_client().get(seq_key(subject))
+    value = redis_client().get(seq_key(subject))
     return int(value) if value is not None else 0
 
 

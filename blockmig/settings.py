@@ -135,12 +135,14 @@ BLOCKMIG_CONNECT_TIMEOUT = float(os.environ.get("BLOCKMIG_CONNECT_TIMEOUT", "10"
 BLOCKMIG_LAB_DIR = Path(os.environ.get("BLOCKMIG_LAB_DIR", VAR_DIR / "lab"))
 
 # --- migration engine (issue 3) ---------------------------------------------------------
-# A worker holds a migration under a lease it renews every heartbeat; a lease that runs out
-# means the worker died and another one takes the migration over.
-BLOCKMIG_LEASE_SECONDS = float(os.environ.get("BLOCKMIG_LEASE_SECONDS", "15"))
-BLOCKMIG_HEARTBEAT_SECONDS = float(os.environ.get("BLOCKMIG_HEARTBEAT_SECONDS", "5"))
-# How often each worker looks for migrations whose lease ran out.
-BLOCKMIG_REAPER_SECONDS = float(os.environ.get("BLOCKMIG_REAPER_SECONDS", "5"))
+# A worker holds a migration under a fenced lease it renews every heartbeat; a lease that
+# runs out means the worker died, and the next poll of any worker takes the migration over.
+# Irreversible steps need half a lease to spare, so keep heartbeat < lease / 2.
+BLOCKMIG_LEASE_SECONDS = float(os.environ.get("BLOCKMIG_LEASE_SECONDS", "6"))
+BLOCKMIG_HEARTBEAT_SECONDS = float(os.environ.get("BLOCKMIG_HEARTBEAT_SECONDS", "1.5"))
+# How often each worker looks for migrations to claim besides its Redis wake-ups (one
+# indexed SELECT): the bound on noticing an expired lease.
+BLOCKMIG_POLL_SECONDS = float(os.environ.get("BLOCKMIG_POLL_SECONDS", "1"))
 # Migrations one worker process drives at once (each is mostly waiting on libvirt).
 BLOCKMIG_WORKER_SLOTS = int(os.environ.get("BLOCKMIG_WORKER_SLOTS", "8"))
 # Take the undefine/copy/redefine path even where libvirt has the transient-job flag.

@@ -104,6 +104,7 @@ def migration_context(migration: Migration, user) -> dict:
     """Everything the migration page and its fragments render from. `migration` comes
     from `selectors.migration_for_page` (progress attached, disks and events prefetched)."""
     host = migration.hypervisor
+    disks = list(migration.disks.all())
     return {
         "migration": migration,
         "progress": migration.progress,
@@ -116,7 +117,10 @@ def migration_context(migration: Migration, user) -> dict:
         "actions": available_actions(migration, user),
         "bandwidth_form": BandwidthForm(initial={"bandwidth_mib": migration.bandwidth_mib}, auto_id="id_bw_%s"),
         "timeline": list(migration.events.all()),
-        "disks": list(migration.disks.all()),
+        "disks": disks,
+        # Disks whose destination this host cannot identify (no storage pool holds it), so
+        # the pivot cannot first confirm that it is still the file the copy began with.
+        "unverifiable_destinations": [d.destination for d in disks if d.job_started and not d.dest_identity],
     }
 
 

@@ -11,7 +11,6 @@ import os
 import posixpath
 import threading
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable
 from dataclasses import replace
 from urllib.parse import urlsplit
 
@@ -50,8 +49,29 @@ class ConnectFailure(Exception):
         self.message = message
 
 
+class ConnectionLost(ConnectFailure):
+    """An open connection dropped (libvirtd restarted, network blip). What runs inside QEMU
+    goes on; reconnect and look again rather than conclude anything."""
+
+    def __init__(self, message: str):
+        super().__init__("lost", message)
+
+
 class LibvirtFailure(Exception):
     """The host answered, but refused the operation."""
+
+    def __init__(self, message: str, code: int | None = None):
+        super().__init__(message)
+        self.code = code
+
+
+class DomainGone(LibvirtFailure):
+    """libvirt, connected, says there is no such domain (destroyed and undefined)."""
+
+
+# Codes and texts libvirt gives a call on a connection that has just dropped.
+LOST_CONNECTION_TEXTS = ("client socket is closed", "end of file while reading data", "cannot recv data",
+                         "cannot write data", "broken pipe", "connection reset", "no connection")
 
 
 AUTH_ERRORS = {libvirt.VIR_ERR_AUTH_FAILED, libvirt.VIR_ERR_AUTH_CANCELLED, libvirt.VIR_ERR_AUTH_UNAVAILABLE}
@@ -146,7 +166,24 @@ class HostConnection:
         try:
             return fn(*args)
         except libvirt.libvirtError as error:
-            raise LibvirtFailure(error.get_error_message() or str(error)) from error
+            raise self._failure(error) from error
+
+    def _failure(self, error: libvirt.libvirtError) -> Exception:
+        """Tell "the host said no" from "the host is not there any more": a caller must not
+        read a dropped connection as a refused or vanished job."""
+        code = error.get_error_code()
+        text = error.get_error_message() or str(error)
+        if code == libvirt.VIR_ERR_NO_DOMAIN:
+            return DomainGone(text, code)
+        if not self.alive() or code == libvirt.VIR_ERR_RPC or any(t in text.lower() for t in LOST_CONNECTION_TEXTS):
+            return ConnectionLost(f"the connection to {self.uri} dropped ({text})")
+        return LibvirtFailure(text, code)
+
+    def alive(self) -> bool:
+        try:
+            return self.conn is not None and self.conn.isAlive() == 1
+        except libvirt.libvirtError:
+            return False
 
     # -- inventory -------------------------------------------------------------------
 
@@ -251,12 +288,6 @@ class HostConnection:
         except LibvirtFailure:
             return ""  # the domain went away between the list and this read
 
-    def domain_names(self) -> Iterable[str]:
-        return [d.name() for d in self._call(self.conn.listAllDomains, 0)]
-
-
-def open_host(uri: str, timeout: float = 10.0) -> HostConnection:
-    return HostConnection(uri, timeout)
 
 
 # =====================================================================================
@@ -304,6 +335,10 @@ def uri_is_local(uri: str) -> bool:
     """True when the hypervisor's files are this machine's files (no remote host in the URI)."""
     parts = urlsplit(uri)
     return parts.scheme in ("qemu", "qemu+unix") and not parts.hostname
+
+
+def _disk_paths(disk: DiskRecord) -> set[str]:
+    return {disk.source, *(layer.path for layer in disk.chain), disk.job.mirror_path if disk.job else ""}
 
 
 def disk_source_xml(path: str, fmt: str) -> str:
@@ -432,6 +467,52 @@ class BlockJobHost(HostConnection):
             if posixpath.normpath(target) == posixpath.normpath(path):
                 return True
         return None
+
+    def file_identity(self, path: str) -> str:
+        """Which file `path` is now: "dev:inode" locally, the storage volume's key remotely,
+        "" when the host cannot tell (no pool holds the path). Raises FileNotFoundError
+        when a local path names nothing."""
+        if self.is_local:
+            st = os.stat(path)
+            return f"{st.st_dev}:{st.st_ino}"
+        try:
+            return "volume:" + self.conn.storageVolLookupByPath(path).key()
+        except libvirt.libvirtError:
+            return ""
+
+    def file_size(self, path: str) -> int | None:
+        """Bytes on the host (local only; None where the host cannot tell)."""
+        if not self.is_local:
+            return None
+        return os.stat(path).st_size
+
+    def free_space(self, path: str) -> tuple[int, int] | None:
+        """(free, total) bytes of the filesystem holding `path` (local only)."""
+        if not self.is_local:
+            return None
+        try:
+            st = os.statvfs(path if os.path.isdir(path) else os.path.dirname(path))
+        except OSError:
+            return None
+        return st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
+
+    def users_of(self, path: str) -> list[str]:
+        """The domains whose live or persistent definition uses `path` as a source, a
+        backing layer or a mirror target. Asked before a file is removed (invariant 10)."""
+        users = []
+        for dom in self._call(self.conn.listAllDomains, 0):
+            flags = [libvirt.VIR_DOMAIN_XML_INACTIVE] if self._call(dom.isPersistent) else []
+            if self._call(dom.isActive):
+                flags.insert(0, 0)
+            for flag in flags:
+                try:
+                    xml = self._call(dom.XMLDesc, flag)
+                except DomainGone:
+                    break
+                if any(path in _disk_paths(disk) for disk in domxml.parse_disks(xml)):
+                    users.append(dom.name())
+                    break
+        return users
 
     def remove_file(self, path: str) -> None:
         """Delete a destination blockmig created (local: unlink; remote: its storage volume)."""

@@ -11,6 +11,14 @@ line (see `guest_cmdline`):
   `blockmig.write_mb` MiB chunks, looping over the whole disk forever, pausing
   `blockmig.write_pause_ms` between chunks, and prints `BLOCKMIG-WRITE vdb started size_mb=64`,
   then `BLOCKMIG-WRITE vdb pass=P mb=M` every 16 chunks;
+- `blockmig.ackwrite=vdb`: writes sequence-numbered records to the raw disk, record n being the
+  4 KiB block at offset n*4096 filled with the line `BMACK %08d` (see `ack_record`), each with
+  O_DIRECT and an fsync (a FLUSH to the virtual disk), and prints `BLOCKMIG-ACK <n>` only after
+  that write returned success: every ACK on the console is a write the disk acknowledged as
+  durable. Starts with `BLOCKMIG-ACKWRITE vdb started blocks=B`, pauses
+  `blockmig.ackwrite_pause_ms` (default 0) between records, prints
+  `BLOCKMIG-ACKWRITE vdb error n=N` and retries the same record when a write fails, and stops
+  with `BLOCKMIG-ACKWRITE vdb done n=B` once the disk is full (records are never overwritten);
 - otherwise it idles.
 """
 
@@ -20,6 +28,7 @@ import gzip
 import hashlib
 import lzma
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -30,6 +39,10 @@ from pathlib import Path
 MARKER_UP = "BLOCKMIG-GUEST-UP"
 MARKER_LS = "BLOCKMIG-LS"
 MARKER_WRITE = "BLOCKMIG-WRITE"
+MARKER_ACK = "BLOCKMIG-ACK "  # trailing space: not BLOCKMIG-ACKWRITE
+MARKER_ACKWRITE = "BLOCKMIG-ACKWRITE"
+ACK_BLOCK = 4096
+ACK_LINE = re.compile(r"^BLOCKMIG-ACK (\d+)\r?\n", re.MULTILINE)
 # The order DESIGN measured; modules.dep (when present) decides the real order and extras.
 VIRTIO_MODULES = (
     "virtio_ring",
@@ -42,7 +55,7 @@ VIRTIO_MODULES = (
 WANTED_MODULES = ("virtio_pci", "virtio_blk")
 BUSYBOX = Path("/bin/busybox")
 # Bump when _write_initramfs changes what goes into the archive, so cached guests are rebuilt.
-INITRAMFS_LAYOUT = 2
+INITRAMFS_LAYOUT = 3
 
 INIT_SCRIPT = r"""#!/bin/busybox sh
 /bin/busybox mkdir -p /proc /sys /dev /mnt /tmp /usr/bin /usr/sbin /sbin
@@ -57,7 +70,7 @@ for m in $(cat /etc/blockmig-modules); do
     insmod "/lib/modules/$m.ko" || echo "blockmig: insmod $m failed"
 done
 
-MOUNT=""; WRITE=""; WRITE_MB=1; PAUSE_MS=500; LS_EVERY=5
+MOUNT=""; WRITE=""; WRITE_MB=1; PAUSE_MS=500; LS_EVERY=5; ACKWRITE=""; ACK_PAUSE_MS=0
 for opt in $(cat /proc/cmdline); do
     case "$opt" in
         blockmig.mount=*) MOUNT="${opt#*=}" ;;
@@ -65,11 +78,13 @@ for opt in $(cat /proc/cmdline); do
         blockmig.write_mb=*) WRITE_MB="${opt#*=}" ;;
         blockmig.write_pause_ms=*) PAUSE_MS="${opt#*=}" ;;
         blockmig.ls_every=*) LS_EVERY="${opt#*=}" ;;
+        blockmig.ackwrite=*) ACKWRITE="$(echo "${opt#*=}" | tr ',' ' ')" ;;
+        blockmig.ackwrite_pause_ms=*) ACK_PAUSE_MS="${opt#*=}" ;;
     esac
 done
 
 # Wait (up to 10 s) for the disks the command line names.
-for dev in $MOUNT $WRITE; do
+for dev in $MOUNT $WRITE $ACKWRITE; do
     i=0
     while [ ! -b "/dev/$dev" ] && [ $i -lt 100 ]; do usleep 100000; i=$((i + 1)); done
 done
@@ -95,8 +110,35 @@ writer() {
     done
 }
 
+# Record n: block n (4 KiB) filled with "BMACK %08d\n" lines, written with O_DIRECT and
+# fsync (busybox dd has no oflag=sync; conv=fsync makes the kernel send a FLUSH). The ACK is
+# printed only after dd succeeded, so every ACK on the console is a durable write.
+ackwriter() {
+    dev="$1"
+    blocks=$(( $(cat /sys/block/$dev/size) / 8 ))
+    record="/tmp/ack-$dev"
+    echo "BLOCKMIG-ACKWRITE $dev started blocks=$blocks"
+    n=0
+    while [ $n -lt $blocks ]; do
+        yes "BMACK $(printf %08d $n)" | head -c 4096 > "$record"
+        if dd if="$record" of="/dev/$dev" bs=4096 seek=$n count=1 oflag=direct conv=fsync,notrunc 2>/dev/null; then
+            echo "BLOCKMIG-ACK $n"
+            n=$((n + 1))
+        else
+            echo "BLOCKMIG-ACKWRITE $dev error n=$n"
+            usleep 100000
+        fi
+        [ "$ACK_PAUSE_MS" -gt 0 ] && usleep $((ACK_PAUSE_MS * 1000))
+    done
+    echo "BLOCKMIG-ACKWRITE $dev done n=$n"
+}
+
 for dev in $WRITE; do
     if [ -b "/dev/$dev" ]; then writer "$dev" & else echo "BLOCKMIG-WRITE $dev missing"; fi
+done
+
+for dev in $ACKWRITE; do
+    if [ -b "/dev/$dev" ]; then ackwriter "$dev" & else echo "BLOCKMIG-ACKWRITE $dev missing"; fi
 done
 
 if [ -n "$MOUNT" ]; then
@@ -132,6 +174,8 @@ def guest_cmdline(
     write_mb: int = 1,
     write_pause_ms: int = 500,
     ls_every: int = 5,
+    ackwrite: tuple[str, ...] | list[str] = (),
+    ackwrite_pause_ms: int = 0,
 ) -> str:
     """Kernel command line for the lab guest (serial console on ttyS0)."""
     parts = ["console=ttyS0", "loglevel=4", "panic=0"]
@@ -143,7 +187,20 @@ def guest_cmdline(
             f"blockmig.write_mb={write_mb}",
             f"blockmig.write_pause_ms={write_pause_ms}",
         ]
+    if ackwrite:
+        parts += [f"blockmig.ackwrite={','.join(ackwrite)}", f"blockmig.ackwrite_pause_ms={ackwrite_pause_ms}"]
     return " ".join(parts)
+
+
+def ack_record(n: int) -> bytes:
+    """The 4 KiB block the `ackwrite` guest writes at offset n*4096 (what `yes | head -c` makes)."""
+    line = f"BMACK {n:08d}\n".encode()
+    return (line * (ACK_BLOCK // len(line) + 1))[:ACK_BLOCK]
+
+
+def acked_records(serial_text: str) -> list[int]:
+    """The n of every complete `BLOCKMIG-ACK <n>` line (a line cut off by a destroy is skipped)."""
+    return [int(n) for n in ACK_LINE.findall(serial_text)]
 
 
 def find_kernel() -> tuple[Path, str]:

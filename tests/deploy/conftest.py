@@ -43,7 +43,7 @@ PG_PORT = 5439
 PG_SERVER = f"postgres://postgres@127.0.0.1:{PG_PORT}"
 LOG_ROOT = Path("/var/tmp")
 # Short leases so a takeover after kill -9 happens within seconds (production: 15 s / 5 s / 5 s).
-LEASES = {"BLOCKMIG_LEASE_SECONDS": "3", "BLOCKMIG_HEARTBEAT_SECONDS": "1", "BLOCKMIG_REAPER_SECONDS": "1"}
+LEASES = {"BLOCKMIG_LEASE_SECONDS": "3", "BLOCKMIG_HEARTBEAT_SECONDS": "1", "BLOCKMIG_POLL_SECONDS": "1"}
 START_TIMEOUT = 60.0
 
 
@@ -265,7 +265,7 @@ class Deployment:
 
 
 def wait_for_worker(worker: Process) -> None:
-    worker.wait_for_log(r"worker \S+: queues")
+    worker.wait_for_log(r"worker \S+: \d+ migration slots")
 
 
 def wait_for_daphne(daphne: Daphne) -> None:

@@ -46,11 +46,11 @@ def on_deployment_publish_inventory_change(name: str) -> dict:
 
 
 def on_deployment_request_migration(domain_uuid: str, destination: str, allowed_root: str, bandwidth_mib: int,
-                                    extra_drive_tasks: int = 0) -> int:
+                                    extra_wakeups: int = 0) -> int:
     from django.contrib.auth.models import User
 
     from blockmig.lifecycle import DiskRequest, migration_request
-    from blockmig.tasks import drive_migration
+    from blockmig.wake import wake_workers
     from hosts.models import Hypervisor
 
     hypervisor = Hypervisor.objects.create(name=f"lab-{domain_uuid[:8]}", uri="qemu:///system", allowed_roots=[allowed_root])
@@ -58,8 +58,8 @@ def on_deployment_request_migration(domain_uuid: str, destination: str, allowed_
         user=User.objects.get(username="operator"), hypervisor=hypervisor, domain_uuid=domain_uuid,
         disks=[DiskRequest("vda", destination)], bandwidth_mib=bandwidth_mib,
     )
-    for _ in range(extra_drive_tasks):  # a duplicate task must not start the copy twice
-        drive_migration.enqueue(migration.pk)
+    for _ in range(extra_wakeups):  # both workers race to claim it: one must drive it, once
+        wake_workers(migration.pk)
     return migration.pk
 
 
@@ -251,7 +251,7 @@ def test_two_workers_drive_a_migration_exactly_once(deployment, people, lab_doma
     copy = str(vm.backups / "copy.qcow2")
     migration_id = deployment.call(
         on_deployment_request_migration, domain_uuid=vm.uuid, destination=copy,
-        allowed_root=str(vm.backups), bandwidth_mib=0, extra_drive_tasks=2,
+        allowed_root=str(vm.backups), bandwidth_mib=0, extra_wakeups=2,
     )
     row = wait_for_state(deployment, migration_id, {"ready", "failed"})
     assert row["state"] == "ready", row["failure_reason"]

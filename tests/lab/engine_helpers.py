@@ -30,7 +30,7 @@ from hosts.roles import setup_roles
 REPO = Path(__file__).resolve().parents[2]
 URI = "qemu:///system"
 # Short leases so takeovers happen within seconds in tests (production: 15 s / 5 s).
-WORKER_ENV = {"BLOCKMIG_LEASE_SECONDS": "3", "BLOCKMIG_HEARTBEAT_SECONDS": "1", "BLOCKMIG_REAPER_SECONDS": "1"}
+WORKER_ENV = {"BLOCKMIG_LEASE_SECONDS": "3", "BLOCKMIG_HEARTBEAT_SECONDS": "1", "BLOCKMIG_POLL_SECONDS": "1"}
 
 
 def run(*args) -> str:

@@ -1,6 +1,7 @@
 """Approvals, the auto-pivot policy, abort and bandwidth, against real block jobs."""
 
 import os
+import time
 
 import pytest
 
@@ -114,8 +115,11 @@ def test_bandwidth_change_while_copying_reaches_libvirt(domains, people, worker)
                                   disks=[DiskRequest("vda", str(vm.backups / "copy.qcow2"))], bandwidth_mib=1)
     wait_for_state(migration, "copying")
     migration_set_bandwidth(migration=migration, user=people["operator"], bandwidth_mib=3)
-    info = run("virsh", "-c", "qemu:///system", "blockjob", vm.name, "vda", "--info", "--bytes")
-    assert str(3 * MiB) in info, info
+    # Recorded by the request, applied by the worker that drives the migration.
+    deadline = time.monotonic() + 10
+    while str(3 * MiB) not in (info := run("virsh", "-c", "qemu:///system", "blockjob", vm.name, "vda", "--info", "--bytes")):
+        assert time.monotonic() < deadline, f"the worker did not apply 3 MiB/s: {info}"
+        time.sleep(0.1)
     event = AuditEvent.objects.get(migration=migration, event_type="bandwidth_changed")
     assert (event.actor_name, event.details["from_mib"], event.details["to_mib"]) == ("operator", 1, 3)
     migration_set_bandwidth(migration=migration, user=people["operator"], bandwidth_mib=0)
