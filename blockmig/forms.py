@@ -2,7 +2,7 @@
 filtering the audit trail.
 
 The request form refuses what it can tell without libvirt (path shape, roots, numbers,
-format vs mode) as field errors; everything that needs the host is preflight's job in
+format vs mode) as field errors, with preflight's rules and messages (each rule lives there); everything that needs the host is preflight's job in
 `lifecycle.migration_request`, whose `Refused(message, field)` the view puts beside the
 same field names used here (the lifecycle's keyword names).
 """
@@ -16,17 +16,23 @@ from pathlib import PurePosixPath
 
 from django import forms
 
+from blockmig.errors import Refused
+from blockmig.preflight import (
+    MAX_BANDWIDTH_MIB,
+    MAX_GRANULARITY,
+    MIN_GRANULARITY,
+    check_bandwidth,
+    check_buf_size,
+    check_destination_shape,
+    check_granularity,
+)
 from blockmig.progress import format_bytes
 from blockmig.states import State
 
-MIN_GRANULARITY = 512
-MAX_GRANULARITY = 64 * 1024 * 1024
-MAX_BUF_SIZE = 2**31 - 1  # libvirt's buf-size is an unsigned int of bytes
 LOCAL_URI = "qemu:///system"
 
 BANDWIDTH_ERRORS = {
     "invalid": "Bandwidth must be a whole number of MiB/s (0 = unlimited).",
-    "min_value": "Bandwidth cannot be negative; use 0 for unlimited.",
     "required": "Give a bandwidth limit in MiB/s (0 = unlimited).",
 }
 
@@ -70,40 +76,17 @@ def suggested_destination(roots: list[str], source: str) -> str:
 
 
 def check_destination(path: str, roots: list[str], source: str = "") -> str:
-    """Return the normalised destination, or raise ValidationError saying what to fix."""
-    path = path.strip()
-    if not path.startswith("/"):
-        raise forms.ValidationError(
-            "Give an absolute path (starting with /) inside one of the allowed roots.", code="relative"
-        )
-    if ".." in PurePosixPath(path).parts:
-        raise forms.ValidationError(
-            "The path may not contain “..”: name the directory directly.", code="dotdot"
-        )
-    if path.endswith("/"):
-        raise forms.ValidationError("Give a file name, not a directory.", code="directory")
-    normalised = posixpath.normpath(path)
-    if not roots:
-        raise forms.ValidationError(
-            "This host has no allowed storage roots yet; an admin must add one to the hypervisor.",
-            code="no_roots",
-        )
-    if not any(_inside(normalised, root) for root in roots):
-        raise forms.ValidationError(
-            f"{normalised} is outside the allowed roots ({', '.join(roots)}).", code="outside_roots"
-        )
-    if source and normalised == posixpath.normpath(source):
-        raise forms.ValidationError("The destination is the disk's current source; choose a new file.", code="same")
-    return normalised
+    """Return the normalised destination, or raise ValidationError with preflight's message."""
+    return _as_field_error(check_destination_shape, path, roots, source)
 
 
-def _inside(path: str, root: str) -> bool:
-    root = posixpath.normpath(root)
-    return path != root and posixpath.commonpath([path, root]) == root
-
-
-def _is_power_of_two(n: int) -> bool:
-    return n > 0 and n & (n - 1) == 0
+def _as_field_error(rule, *args):
+    """Run one of preflight's rules (the one place each lives) and show its refusal as a
+    field error."""
+    try:
+        return rule(*args)
+    except Refused as refused:
+        raise forms.ValidationError(refused.message, code=refused.field or "invalid") from None
 
 
 class MigrationRequestForm(forms.Form):
@@ -129,11 +112,10 @@ class MigrationRequestForm(forms.Form):
     )
     bandwidth_mib = forms.IntegerField(
         label="Bandwidth limit (MiB/s)",
-        min_value=0,
         initial=0,
         error_messages=BANDWIDTH_ERRORS,
         help_text="0 = unlimited. You can change it while the copy runs.",
-        widget=forms.NumberInput(attrs={"min": 0, "step": 1, "inputmode": "numeric"}),
+        widget=forms.NumberInput(attrs={"min": 0, "max": MAX_BANDWIDTH_MIB, "step": 1, "inputmode": "numeric"}),
     )
     synchronous_writes = forms.BooleanField(
         label="Synchronous writes (active mirroring)",
@@ -217,18 +199,16 @@ class MigrationRequestForm(forms.Form):
 
     def clean_granularity(self):
         value = self.cleaned_data.get("granularity")
-        if value is not None and not (_is_power_of_two(value) and MIN_GRANULARITY <= value <= MAX_GRANULARITY):
-            raise forms.ValidationError(
-                "Granularity must be a power of two from 512 B to 64 MiB (512, 1024, … 67108864).",
-                code="granularity",
-            )
+        _as_field_error(check_granularity, value)
         return value
 
     def clean_buf_size(self):
         value = self.cleaned_data.get("buf_size")
-        if value is not None and not 1 <= value <= MAX_BUF_SIZE:
-            raise forms.ValidationError(f"Buffer size must be from 1 to {MAX_BUF_SIZE} bytes.", code="buf_size")
+        _as_field_error(check_buf_size, value)
         return value
+
+    def clean_bandwidth_mib(self):
+        return _as_field_error(check_bandwidth, self.cleaned_data.get("bandwidth_mib"))
 
     def clean(self):
         cleaned = super().clean()
@@ -304,11 +284,13 @@ class MigrationRequestForm(forms.Form):
 class BandwidthForm(forms.Form):
     bandwidth_mib = forms.IntegerField(
         label="Bandwidth limit (MiB/s)",
-        min_value=0,
         error_messages=BANDWIDTH_ERRORS,
         help_text="0 = unlimited.",
-        widget=forms.NumberInput(attrs={"min": 0, "step": 1, "inputmode": "numeric"}),
+        widget=forms.NumberInput(attrs={"min": 0, "max": MAX_BANDWIDTH_MIB, "step": 1, "inputmode": "numeric"}),
     )
+
+    def clean_bandwidth_mib(self):
+        return _as_field_error(check_bandwidth, self.cleaned_data.get("bandwidth_mib"))
 
 
 class AutoPivotForm(forms.Form):

@@ -13,9 +13,12 @@ import os
 import posixpath
 from dataclasses import dataclass, field
 
+from django.db.models import Q
+
 from blockmig.errors import Refused
 from blockmig.models import MigrationDisk
-from hosts.adapter import BlockJobHost, ConnectFailure, LibvirtFailure, open_block_jobs
+from hosts.models import Disk
+from hosts.adapter import BlockJobHost, ConnectFailure, LibvirtFailure, open_block_jobs, uri_is_local
 
 DEST_FORMATS = ("qcow2", "raw")
 MODES = ("shallow", "full")
@@ -50,14 +53,40 @@ def check_permission(user) -> None:
         raise Refused("You need the operator role to start a migration.")
 
 
+# The limits libvirt and the database put on the numbers. Bandwidth is stored as a
+# PositiveIntegerField (PostgreSQL integer) and libvirt takes MiB/s up to 2^43 - 1.
+MAX_BANDWIDTH_MIB = 2**31 - 1
+MIN_GRANULARITY = 512
+MAX_GRANULARITY = 64 * 2**20
+MAX_BUF_SIZE = 2**31 - 1  # libvirt's buf-size is an unsigned int of bytes
+MAX_NAME_BYTES = 255  # one file or directory name (NAME_MAX)
+
+
 def check_bandwidth(bandwidth_mib) -> int:
     try:
         value = float(bandwidth_mib)
-    except (TypeError, ValueError):
-        raise Refused("Bandwidth must be a number of MiB/s (0 for unlimited).", "bandwidth_mib") from None
-    if not math.isfinite(value) or value < 0 or value != int(value) or isinstance(bandwidth_mib, bool):
-        raise Refused("Bandwidth must be a whole, non-negative number of MiB/s (0 for unlimited).", "bandwidth_mib")
+    except (TypeError, ValueError, OverflowError):
+        raise Refused("Bandwidth must be a whole number of MiB/s (0 = unlimited).", "bandwidth_mib") from None
+    if not math.isfinite(value) or value != int(value) or isinstance(bandwidth_mib, bool):
+        raise Refused("Bandwidth must be a whole number of MiB/s (0 = unlimited).", "bandwidth_mib")
+    if value < 0:
+        raise Refused("Bandwidth cannot be negative; use 0 for unlimited.", "bandwidth_mib")
+    if value > MAX_BANDWIDTH_MIB:
+        raise Refused(f"Bandwidth can be at most {MAX_BANDWIDTH_MIB} MiB/s; use 0 for unlimited.", "bandwidth_mib")
     return int(value)
+
+
+def check_granularity(granularity) -> None:
+    if granularity is None:
+        return
+    if (not isinstance(granularity, int) or not MIN_GRANULARITY <= granularity <= MAX_GRANULARITY
+            or granularity & (granularity - 1)):
+        raise Refused("Granularity must be a power of two from 512 B to 64 MiB (512, 1024, … 67108864).", "granularity")
+
+
+def check_buf_size(buf_size) -> None:
+    if buf_size is not None and (not isinstance(buf_size, int) or not 1 <= buf_size <= MAX_BUF_SIZE):
+        raise Refused(f"Buffer size must be from 1 to {MAX_BUF_SIZE} bytes.", "buf_size")
 
 
 def check_options(*, mode: str, dest_format: str, granularity, buf_size) -> None:
@@ -65,27 +94,59 @@ def check_options(*, mode: str, dest_format: str, granularity, buf_size) -> None
         raise Refused(f"Mode must be one of {', '.join(MODES)}.", "mode")
     if dest_format not in DEST_FORMATS:
         raise Refused(f"Destination format must be one of {', '.join(DEST_FORMATS)}.", "dest_format")
-    if granularity is not None:
-        if not isinstance(granularity, int) or granularity < 512 or granularity > 64 * 2**20 or granularity & (granularity - 1):
-            raise Refused("Granularity must be a power of two between 512 bytes and 64 MiB.", "granularity")
-    if buf_size is not None and (not isinstance(buf_size, int) or buf_size <= 0):
-        raise Refused("Buffer size must be a positive number of bytes.", "buf_size")
+    check_granularity(granularity)
+    check_buf_size(buf_size)
 
 
-def check_destination_shape(destination: str, allowed_roots: list[str]) -> str:
-    """The normalised destination, if it is an absolute path under an allowed root."""
-    if not destination or not destination.strip():
-        raise Refused("Enter a destination path.", "destination")
+def _control_character(text: str) -> int | None:
+    """Index of the first C0 or C1 control character (newline, tab, NUL, DEL …), if any."""
+    for index, char in enumerate(text):
+        if ord(char) < 0x20 or 0x7F <= ord(char) <= 0x9F:
+            return index
+    return None
+
+
+def check_path_text(path: str, field: str = "destination") -> None:
+    """Characters a path may hold: libvirt and QEMU report paths with control characters
+    differently from how they were given, so such a path could never be matched again."""
+    index = _control_character(path)
+    if index is not None:
+        raise Refused(
+            f"The path has a control character (a newline, tab or similar, U+{ord(path[index]):04X}) at position "
+            f"{index + 1}: type it without one.", field,
+        )
+    for part in path.split("/"):
+        size = len(part.encode("utf-8", "surrogatepass"))
+        if size > MAX_NAME_BYTES:
+            raise Refused(f"The name “{part[:24]}…” is {size} bytes long; a file or directory name may have at most "
+                          f"{MAX_NAME_BYTES} bytes.", field)
+
+
+def _inside(path: str, root: str) -> bool:
+    return path != root and posixpath.commonpath([root, path]) == root
+
+
+def check_destination_shape(destination: str, allowed_roots: list[str], source: str = "") -> str:
+    """The normalised destination, if it is an absolute file path under an allowed root.
+    The one place these rules live: the request form shows these messages as field errors."""
+    check_path_text(destination or "")
+    destination = (destination or "").strip()
+    if not destination:
+        raise Refused("Give the destination file's path.", "destination")
     if not destination.startswith("/"):
-        raise Refused(f"The destination “{destination}” is relative: give an absolute path.", "destination")
+        raise Refused("Give an absolute path (starting with /) inside one of the allowed roots.", "destination")
     if ".." in destination.split("/"):
-        raise Refused(f"The destination “{destination}” contains “..”: give the path without it.", "destination")
+        raise Refused("The path may not contain “..”: name the directory directly.", "destination")
+    if destination.endswith("/"):
+        raise Refused("Give a file name, not a directory.", "destination")
     path = posixpath.normpath(destination)
     roots = [posixpath.normpath(r) for r in allowed_roots if r]
     if not roots:
-        raise Refused("This host has no allowed storage roots yet: an admin must add one first.", "destination")
-    if not any(path != root and posixpath.commonpath([root, path]) == root for root in roots):
-        raise Refused(f"The destination {path} is outside this host's allowed storage ({', '.join(roots)}).", "destination")
+        raise Refused("This host has no allowed storage roots yet; an admin must add one to the hypervisor.", "destination")
+    if not any(_inside(path, root) for root in roots):
+        raise Refused(f"{path} is outside the allowed roots ({', '.join(roots)}).", "destination")
+    if source and path == posixpath.normpath(source):
+        raise Refused("The destination is the disk's current source; choose a new file.", "destination")
     return path
 
 
@@ -154,8 +215,23 @@ def check_on_host(
             raise Refused(f"Migration #{busy.first().migration_id} is already moving {name}/{request.target}.", "disks")
         chain = [layer.path for layer in disk.chain if layer.path]
         check_destination_on_host(host, request.destination, chain, reuse_destination, allowed_roots)
+        check_not_another_disk(hypervisor, request.destination)
         plan.disks.append(PlannedDisk(request.target, disk.source, chain, request.destination))
     return plan
+
+
+def check_not_another_disk(hypervisor, destination: str) -> None:
+    """A destination that any domain on the host uses (as the inventory last saw it)."""
+    candidates = {destination}
+    if uri_is_local(hypervisor.uri) and os.path.lexists(destination):
+        candidates.add(os.path.realpath(destination))
+    used = (
+        Disk.objects.filter(domain__hypervisor=hypervisor)
+        .filter(Q(source__in=candidates) | Q(layers__path__in=candidates))
+        .select_related("domain").first()
+    )
+    if used is not None:
+        raise Refused(f"{destination} is in use by {used.domain.name}/{used.target}: choose a new file.", "destination")
 
 
 def check_destination_on_host(host: BlockJobHost, destination: str, chain: list[str], reuse: bool, allowed_roots: list[str]) -> None:
@@ -164,11 +240,16 @@ def check_destination_on_host(host: BlockJobHost, destination: str, chain: list[
         raise Refused(f"The destination {destination} is {what}: choose a new file.", "destination")
     directory = posixpath.dirname(destination)
     if host.is_local:
-        # A symlink inside a root must not lead out of it.
-        real = os.path.realpath(directory)
+        # Symlinks inside a root must not lead out of it: the directory's and, when the file
+        # exists (reuse), the file's own real path must both stay inside a real root.
         roots = [os.path.realpath(r) for r in allowed_roots]
-        if os.path.isdir(directory) and not any(real == r or real.startswith(r.rstrip("/") + "/") for r in roots):
-            raise Refused(f"The destination's directory {directory} leads outside the allowed storage.", "destination")
+        real_dir = os.path.realpath(directory)
+        if os.path.isdir(directory) and not any(real_dir == r or _inside(real_dir, r) for r in roots):
+            raise Refused(f"The destination's directory {directory} leads outside the allowed storage (to {real_dir}).", "destination")
+        if os.path.lexists(destination):
+            real = os.path.realpath(destination)
+            if not any(_inside(real, r) for r in roots):
+                raise Refused(f"The destination {destination} is a link that leads outside the allowed storage (to {real}).", "destination")
         if os.path.realpath(destination) in [os.path.realpath(p) for p in chain]:
             raise Refused(f"The destination {destination} is a layer of the disk's chain.", "destination")
     if host.directory_exists(directory) is False:

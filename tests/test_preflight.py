@@ -38,9 +38,40 @@ def assert_nothing_changed():
 
 
 def test_relative_destination_refused():
-    with pytest.raises(Refused, match="relative") as refused:
+    with pytest.raises(Refused, match="absolute path") as refused:
         check_destination_shape("backups/c.qcow2", ROOTS)
     assert refused.value.field == "destination"
+
+
+@pytest.mark.parametrize("char", ["\n", "\r", "\t", "\x00", "\x1b", "\x7f", "\x85", "\x9b"])
+def test_control_character_in_destination_refused(char):
+    with pytest.raises(Refused, match="control character") as refused:
+        check_destination_shape(f"/srv/backups/a{char}b.qcow2", ROOTS)
+    assert refused.value.field == "destination"
+    assert f"U+{ord(char):04X}" in refused.value.message
+
+
+def test_trailing_newline_is_refused_not_stripped():
+    with pytest.raises(Refused, match="control character"):
+        check_destination_shape("/srv/backups/c.qcow2\n", ROOTS)
+
+
+def test_name_longer_than_255_bytes_refused():
+    long_name = "é" * 128  # 256 bytes in UTF-8, 128 characters
+    with pytest.raises(Refused, match="256 bytes long"):
+        check_destination_shape(f"/srv/backups/{long_name}", ROOTS)
+    assert check_destination_shape(f"/srv/backups/{'a' * 255}", ROOTS).endswith("a" * 255)
+
+
+@pytest.mark.parametrize("value", [10**14, 10**20, 2**31])
+def test_bandwidth_above_the_limit_refused(value):
+    with pytest.raises(Refused, match="at most 2147483647 MiB/s") as refused:
+        check_bandwidth(value)
+    assert refused.value.field == "bandwidth_mib"
+
+
+def test_bandwidth_at_the_limit_accepted():
+    assert check_bandwidth(2**31 - 1) == 2**31 - 1
 
 
 def test_dotdot_destination_refused():
