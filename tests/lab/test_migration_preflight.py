@@ -89,3 +89,29 @@ def test_unreachable_host_refused(domains, people, settings):
     with pytest.raises(Refused, match="unreachable"):
         request(vm, people["operator"], host)
     assert Migration.objects.count() == 0
+
+
+def test_symlinked_destination_file_out_of_allowed_root_refused_with_reuse(domains, people, tmp_path):
+    vm = domains.seed()
+    outside = tmp_path / "outside.qcow2"
+    run("qemu-img", "create", "-q", "-f", "qcow2", outside, str(1024 * MiB))
+    (vm.backups / "copy.qcow2").symlink_to(outside)
+    with pytest.raises(Refused, match="link that leads outside the allowed storage") as refused:
+        request(vm, people["operator"], make_hypervisor([vm.backups]), reuse_destination=True)
+    assert str(outside) in refused.value.message
+    assert Migration.objects.count() == 0
+
+
+def test_destination_that_is_another_domains_disk_refused(domains, people):
+    """The other domain's disk sits inside the allowed root and is known to the inventory."""
+    from hosts.sync import hypervisor_sync
+
+    vm = domains.seed()
+    other = domains.images("neighbour", [("vda", "qcow2", 16 * MiB, None)])
+    host = make_hypervisor([vm.backups, other.directory])
+    hypervisor_sync(host)
+    with pytest.raises(Refused, match=f"in use by {other.name}/vda") as refused:
+        request(vm, people["operator"], host, destination=str(other.disks[0].path), reuse_destination=True)
+    assert refused.value.field == "destination"
+    assert Migration.objects.count() == 0
+    assert other.sources()["vda"] == str(other.disks[0].path)
