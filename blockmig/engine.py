@@ -26,7 +26,8 @@ from collections import deque
 from datetime import UTC, datetime
 
 from django.conf import settings
-from django.db import DatabaseError, connection, transaction
+from django.db import Error as DatabaseError  # any database failure, InterfaceError included
+from django.db import connection, transaction
 
 from blockmig.errors import Refused
 from blockmig.leases import Lease, LeaseLost, lease_release, lease_renew
@@ -60,6 +61,8 @@ JOB_GONE_TIMEOUT = 60.0
 BACKOFF = (0.5, 1, 2, 4, 8)  # seconds between retries after a connection or database error
 CONNECT_ATTEMPTS_BEFORE_COPY = 3  # nothing runs on the host yet: after these, fail
 ALIVE_STATES = {"running", "paused", "blocked"}
+PASSING_STATES = {"shutdown", "nostate"}  # on the way to shut off (or to gone)
+SETTLE_LOOKS = 5
 NEARLY_FULL = 4 * 2**20  # bytes free under which a failed copy is put down to ENOSPC
 
 
@@ -302,6 +305,13 @@ class Driver:
         """Why the domain can no longer carry the copy, or None while it runs."""
         try:
             state = self.host.domain_state(migration.domain_uuid)
+            for _ in range(SETTLE_LOOKS):
+                if state not in PASSING_STATES:
+                    break
+                # libvirt shows "shutdown" while it tears a domain down: look again, so a
+                # domain that is being destroyed and undefined is reported as gone.
+                time.sleep(0.3)
+                state = self.host.domain_state(migration.domain_uuid)
         except DomainGone:
             if migration.definition_strategy == "undefine" and migration.saved_definition:
                 after = "blockmig defines it again, shut off, from the definition it saved"
@@ -470,6 +480,7 @@ class Driver:
         """An operator's change is recorded on the row; the driver applies it."""
         if migration.bandwidth_mib == self.applied_bandwidth:
             return
+        self.confirm_lease()  # a paused driver must not act on a migration someone else holds
         for disk in disks:
             if jobs[disk.target].mirror_path == disk.destination:
                 self.host.set_speed(migration.domain_uuid, disk.target, migration.bandwidth_mib)
@@ -690,6 +701,9 @@ class Driver:
         for disk in disks:
             if not disk.created_destination or disk.target in pivoted or not self.host.path_exists(disk.destination):
                 continue
+            if disk.dest_identity and self.identity(disk.destination) != disk.dest_identity:
+                kept.append(f"{disk.destination} (not the file blockmig created: another file now has its name)")
+                continue
             # Invariant 10: only once libvirt, connected now, says nothing uses the file.
             users = self.host.users_of(disk.destination)
             if users:
@@ -701,7 +715,7 @@ class Driver:
         restored = self.restore_definition(migration, exists, pivoted)
         details = {"cancelled": cancelled, "removed": removed, "definition_restored": restored}
         if kept:
-            details["kept_in_use"] = kept
+            details["kept"] = kept
         return details
 
     def restore_definition(self, migration: Migration, exists: bool, pivoted: set[str]) -> bool:

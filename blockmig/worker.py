@@ -15,7 +15,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections, connection
+from django.db import Error as DatabaseError  # any database failure, InterfaceError included
+from django.db import close_old_connections, connection
 
 from blockmig.engine import Driver
 from blockmig.leases import Lease, lease_claim_next

@@ -501,18 +501,22 @@ class BlockJobHost(HostConnection):
         backing layer or a mirror target. Asked before a file is removed (invariant 10)."""
         users = []
         for dom in self._call(self.conn.listAllDomains, 0):
-            flags = [libvirt.VIR_DOMAIN_XML_INACTIVE] if self._call(dom.isPersistent) else []
-            if self._call(dom.isActive):
-                flags.insert(0, 0)
-            for flag in flags:
-                try:
-                    xml = self._call(dom.XMLDesc, flag)
-                except DomainGone:
-                    break
-                if any(path in _disk_paths(disk) for disk in domxml.parse_disks(xml)):
+            try:
+                if self._domain_uses(dom, path):
                     users.append(dom.name())
-                    break
+            except DomainGone:
+                continue  # it went away while we looked: it uses nothing now
         return users
+
+    def _domain_uses(self, dom: libvirt.virDomain, path: str) -> bool:
+        flags = [libvirt.VIR_DOMAIN_XML_INACTIVE] if self._call(dom.isPersistent) else []
+        if self._call(dom.isActive):
+            flags.insert(0, 0)
+        for flag in flags:
+            xml = self._call(dom.XMLDesc, flag)
+            if any(path in _disk_paths(disk) for disk in domxml.parse_disks(xml)):
+                return True
+        return False
 
     def remove_file(self, path: str) -> None:
         """Delete a destination blockmig created (local: unlink; remote: its storage volume)."""

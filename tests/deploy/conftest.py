@@ -42,7 +42,7 @@ BIN = Path(sys.executable).parent  # the venv's bin: python, daphne
 PG_PORT = 5439
 PG_SERVER = f"postgres://postgres@127.0.0.1:{PG_PORT}"
 LOG_ROOT = Path("/var/tmp")
-# Short leases so a takeover after kill -9 happens within seconds (production: 15 s / 5 s / 5 s).
+# Short leases so a takeover after kill -9 happens within seconds (production: 6 s / 1.5 s / 1 s).
 LEASES = {"BLOCKMIG_LEASE_SECONDS": "3", "BLOCKMIG_HEARTBEAT_SECONDS": "1", "BLOCKMIG_POLL_SECONDS": "1"}
 START_TIMEOUT = 60.0
 

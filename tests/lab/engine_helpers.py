@@ -29,7 +29,7 @@ from hosts.roles import setup_roles
 
 REPO = Path(__file__).resolve().parents[2]
 URI = "qemu:///system"
-# Short leases so takeovers happen within seconds in tests (production: 15 s / 5 s).
+# Short leases so takeovers happen within seconds in tests (production: 6 s / 1.5 s / 1 s).
 WORKER_ENV = {"BLOCKMIG_LEASE_SECONDS": "3", "BLOCKMIG_HEARTBEAT_SECONDS": "1", "BLOCKMIG_POLL_SECONDS": "1"}
 
 
