@@ -302,6 +302,56 @@ def test_bandwidth_set_before_the_copy_starts(client_for, make):
     assert m.events.filter(event_type="bandwidth_changed").exists()
 
 
+def test_bandwidth_change_while_copying_is_recorded_without_a_host(client_for, make):
+    """The request only records the limit (the worker applies it): the remote host in this
+    fixture is unreachable, and the change still lands, audited."""
+    m = make(State.COPYING, bandwidth_mib=10)
+    response = client_for("operator").post(action_urls(m)["bandwidth"], {"bandwidth_mib": "40"}, follow=True)
+    assert "Bandwidth limit set to 40 MiB/s." in response.content.decode()
+    m.refresh_from_db()
+    assert m.bandwidth_mib == 40
+    event = m.events.get(event_type="bandwidth_changed")
+    assert (event.details, event.to_state) == ({"from_mib": 10, "to_mib": 40}, State.COPYING)
+
+
+@pytest.mark.parametrize("value", ["100000000000000", "100000000000000000000"])
+def test_huge_bandwidth_refused_with_a_message_not_an_error_page(client_for, make, value):
+    m = make(State.COPYING, bandwidth_mib=10)
+    response = client_for("operator").post(action_urls(m)["bandwidth"], {"bandwidth_mib": value}, follow=True)
+    assert response.status_code == 200
+    assert "Bandwidth can be at most 2147483647 MiB/s" in response.content.decode()
+    m.refresh_from_db()
+    assert m.bandwidth_mib == 10
+
+
+def test_bandwidth_change_after_the_approval_is_refused_with_the_true_state(client_for, make):
+    m = make(State.PIVOTING, bandwidth_mib=10)
+    response = client_for("operator").post(action_urls(m)["bandwidth"], {"bandwidth_mib": "40"}, follow=True)
+    assert "is pivoting: bandwidth can change only before the pivot" in response.content.decode()
+    m.refresh_from_db()
+    assert m.bandwidth_mib == 10
+    refusal = m.events.get(event_type="refused")
+    assert (refusal.from_state, refusal.details["action"]) == (State.PIVOTING, "set_bandwidth")
+
+
+def test_page_warns_when_the_host_cannot_identify_a_destination(client_for, make):
+    m = make(State.READY)
+    m.disks.update(job_started=True, dest_identity="")
+    html = page(client_for("approver"), m)
+    assert "cannot confirm that it is still the file the copy began with" in html
+    m.disks.update(dest_identity="volume:/pool/vda-copy")
+    assert "cannot confirm" not in page(client_for("approver"), m)
+
+
+def test_failed_page_shows_the_saved_definition_for_an_admin_to_restore(client_for, make):
+    m = make(State.FAILED, failure_reason="The domain testvm no longer exists (destroyed and undefined outside blockmig).",
+             saved_definition="<domain type='kvm'><name>testvm</name></domain>")
+    html = page(client_for("viewer"), m)
+    assert "no longer exists" in html
+    assert "Saved definition of testvm" in html
+    assert "&lt;name&gt;testvm&lt;/name&gt;" in html  # shown as text, escaped
+
+
 def test_actions_need_post(client_for, make):
     m = make(State.READY)
     assert client_for("approver").get(action_urls(m)["approve"]).status_code == 405
