@@ -19,7 +19,7 @@ APT_PACKAGES := libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-s
 PYTHON_BASE := $(shell for p in python3.13 python3.12 $$(ls -d $$(pyenv root 2>/dev/null)/versions/3.1[23]*/bin/python 2>/dev/null | sort -r); do \
 	if command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; then command -v $$p; break; fi; done)
 
-.PHONY: run test packages venv services redis libvirtd db lab demo serve worker bench clean-lab
+.PHONY: run test packages venv services redis libvirtd db lab demo serve worker bench clean-lab secret-key
 
 packages:
 	@if ! command -v virsh >/dev/null || ! command -v redis-server >/dev/null || ! command -v chromium >/dev/null \
@@ -78,7 +78,15 @@ postgres: packages
 	  pg_isready -q -h 127.0.0.1 -p $(PG_PORT) || { echo "PostgreSQL did not answer on $(PG_PORT); see $(PG_DIR)/postgres.log" >&2; exit 1; }; \
 	fi
 
-db: venv
+# The lab's secret key: made once, kept (mode 0600), read by every process through
+# settings (<var>/secret_key). A deployment sets DJANGO_SECRET_KEY(_FILE) instead.
+secret-key: $(VAR)/secret_key
+$(VAR)/secret_key:
+	@mkdir -p $(VAR)
+	@(umask 077; python3 -c 'import secrets; print(secrets.token_urlsafe(50))' > $@.tmp) && mv $@.tmp $@
+	@echo "==> made a secret key in $@"
+
+db: venv secret-key
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py setup_roles
 
@@ -97,8 +105,8 @@ run: demo
 	deploy/supervise sync-loop $(PY) manage.py sync_loop & \
 	$(VENV)/bin/daphne -b $(HOST) -p $(PORT) blockmig.asgi:application
 
-test: services postgres
+test: services postgres secret-key
 	$(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 
-bench: services
+bench: services secret-key
 	$(PY) bench/run_all.py

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import os
+import secrets
 import shutil
 import statistics
 import sys
@@ -27,6 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ["BLOCKMIG_VAR_DIR"] = tempfile.mkdtemp(prefix="blockmig-bench-")
+os.environ.setdefault("DJANGO_SECRET_KEY", secrets.token_urlsafe(50))  # a throwaway site's own key
 atexit.register(shutil.rmtree, os.environ["BLOCKMIG_VAR_DIR"], ignore_errors=True)
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "blockmig.settings")
 os.environ.setdefault("BLOCKMIG_LOG_LEVEL", "ERROR")
@@ -47,6 +49,7 @@ from django.urls import NoReverseMatch, reverse  # noqa: E402
 from hosts.models import Hypervisor  # noqa: E402
 from hosts.sync import hypervisor_sync  # noqa: E402
 from hosts.testnode import node_uri, write_node  # noqa: E402
+from hosts.uris import node_file_dir  # noqa: E402
 
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
 
@@ -157,7 +160,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     call_command("migrate", verbosity=0)
-    directory = Path(os.environ["BLOCKMIG_VAR_DIR"])
+    # blockmig connects only to node files under BLOCKMIG_TEST_DRIVER_DIR (hosts.uris).
+    directory = node_file_dir()
+    directory.mkdir(parents=True, exist_ok=True)
     rows = []
     for count in args.sizes:
         print(f"benchmarking {count} domains ...", flush=True)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import re
 import shutil
 import signal
@@ -47,6 +48,7 @@ POLL = 0.01
 def setup_environment() -> Path:
     var = Path(tempfile.mkdtemp(prefix="blockmig-bench-migration-"))
     os.environ["BLOCKMIG_VAR_DIR"] = str(var)
+    os.environ.setdefault("DJANGO_SECRET_KEY", secrets.token_urlsafe(50))  # a throwaway site's own key
     os.environ["BLOCKMIG_CHANNEL_PREFIX"] = f"bench{os.getpid()}"
     os.environ["BLOCKMIG_LOG_LEVEL"] = "WARNING"
     os.environ["DJANGO_DEBUG"] = "0"

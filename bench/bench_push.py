@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import base64
 import os
+import secrets
 import re
 import shutil
 import socket
@@ -51,6 +52,7 @@ def percentile(values: list[float], q: float) -> float:
 def setup_environment() -> Path:
     var = Path(tempfile.mkdtemp(prefix="blockmig-bench-push-"))
     os.environ["BLOCKMIG_VAR_DIR"] = str(var)
+    os.environ.setdefault("DJANGO_SECRET_KEY", secrets.token_urlsafe(50))  # a throwaway site's own key
     os.environ["BLOCKMIG_CHANNEL_PREFIX"] = f"bench{os.getpid()}"
     os.environ["BLOCKMIG_LOG_LEVEL"] = "WARNING"
     os.environ["DJANGO_DEBUG"] = "0"

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import re
 import shutil
 import signal
@@ -109,6 +110,7 @@ INIT_SCRIPT = r"""
 def setup_environment() -> tuple[Path, dict[str, str]]:
     var = Path(tempfile.mkdtemp(prefix="blockmig-bench-r2d-"))
     os.environ["BLOCKMIG_VAR_DIR"] = str(var)
+    os.environ.setdefault("DJANGO_SECRET_KEY", secrets.token_urlsafe(50))  # a throwaway site's own key
     os.environ["BLOCKMIG_CHANNEL_PREFIX"] = f"benchr2d{os.getpid()}-{uuid.uuid4().hex[:6]}"
     os.environ.setdefault("BLOCKMIG_LOG_LEVEL", "WARNING")  # BLOCKMIG_LOG_LEVEL=DEBUG to diagnose
     os.environ["DJANGO_DEBUG"] = "0"

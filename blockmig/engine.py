@@ -129,7 +129,7 @@ class Driver:
                     lease_release(self.lease, hand_over=self.stopping.is_set())
                 except DatabaseError:
                     log.warning("migration %s: could not release the lease; it expires by itself", self.id)
-            _reset_database_connection()
+                    _reset_database_connection()
 
     def _lease_lost(self, why: str) -> None:
         if not self.lost.is_set():
@@ -151,15 +151,16 @@ class Driver:
         finally:
             _reset_database_connection()
 
-    def confirm_lease(self) -> None:
+    def confirm_lease(self, also=None) -> None:
         """Right before anything that cannot be undone: renew, and go ahead only with at
-        least half a lease to spare. Waits out database errors; LeaseLost if superseded."""
+        least half a lease to spare. `also` (a write) is made in the renewal's transaction.
+        Waits out database errors; LeaseLost if superseded."""
         spare = settings.BLOCKMIG_LEASE_SECONDS / 2
         attempt = 0
         while True:
             self.check_stop()
             try:
-                if not lease_renew(self.lease):
+                if not lease_renew(self.lease, also):
                     raise LeaseLost("another worker claimed the migration")
                 if self.lease.left() > spare:
                     return
@@ -360,15 +361,27 @@ class Driver:
             self.confirm_lease()
             self.host.undefine(migration.domain_uuid)
             self._note("undefined", {"reason": "undefine/copy/redefine procedure"}, domain_undefined=True)
-        for disk in disks:
-            self.start_copy(migration, disk)
+        self.start_copies(migration, disks)
         # Open disk and domain pages draw the mirror target now, not at the next periodic sync.
         self.refresh_inventory(migration, started_copy=True)
 
-    def start_copy(self, migration: Migration, disk: MigrationDisk) -> None:
-        # Recorded before the call: a crash after libvirt made the file must still remove it.
-        self.disk_update(disk, created_destination=not migration.reuse_destination)
-        self.confirm_lease()
+    def start_copies(self, migration: Migration, disks: list[MigrationDisk]) -> None:
+        created = not migration.reuse_destination
+
+        def record_created() -> None:
+            # Before the calls: a crash after libvirt made the files must still remove them.
+            MigrationDisk.objects.filter(pk__in=[d.pk for d in disks]).update(created_destination=created)
+
+        self.confirm_lease(also=record_created)
+        for disk in disks:
+            disk.created_destination = created
+            self.start_copy(migration, disk, confirmed=True)
+
+    def start_copy(self, migration: Migration, disk: MigrationDisk, *, confirmed: bool = False) -> None:
+        if not confirmed:
+            self.disk_update(disk, created_destination=not migration.reuse_destination)
+        if not confirmed or self.lease.left() < settings.BLOCKMIG_LEASE_SECONDS / 2:
+            self.confirm_lease()
         self.host.block_copy(
             migration.domain_uuid,
             disk.target,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -110,15 +111,19 @@ def lease_claim_next(owner: str, exclude: set[int] | frozenset[int] = frozenset(
                  valid_until=sent + lease_seconds())
 
 
-def lease_renew(lease: Lease) -> bool:
-    """Extend the lease. False: it was lost (a newer epoch exists), stop driving. A database
-    error propagates: the caller retries, and `lease.left()` says how long it may still act."""
+def lease_renew(lease: Lease, also: Callable[[], None] | None = None) -> bool:
+    """Extend the lease; `also` runs in the same transaction, so a write that must hold the
+    lease costs no second round trip. False: the lease was lost (a newer epoch exists), stop
+    driving. A database error propagates: the caller retries, and `lease.left()` says how
+    long it may still act."""
     with transaction.atomic():
         if not Migration.objects.select_for_update().filter(lease.fence()).exists():
             return False
         sent = time.monotonic()
         now = timezone.now()
         Migration.objects.filter(lease.fence()).update(lease_expires_at=now + timedelta(seconds=lease_seconds()))
+        if also is not None:
+            also()
     lease.valid_until = sent + lease_seconds()
     return True
 

@@ -38,6 +38,7 @@ from blockmig.models import Migration, MigrationDisk
 from blockmig.preflight import DiskRequest, check_bandwidth, preflight_request
 from blockmig.states import TERMINAL_STATES, State, next_state
 from blockmig.wake import wake_workers
+from hosts.models import Domain
 
 __all__ = [
     "DiskRequest",
@@ -131,6 +132,25 @@ def _refuse(migration: Migration, user, action: str, message: str, field: str | 
     raise Refused(message, field)
 
 
+def _audit_refused_request(refused: Refused, *, user, hypervisor, domain_uuid: str, disks: list[DiskRequest]) -> None:
+    """A refused start leaves no migration row, only this audit event (committed even
+    though the request fails)."""
+    name = Domain.objects.filter(hypervisor=hypervisor, uuid=domain_uuid).values_list("name", flat=True).first()
+    with transaction.atomic():
+        audit_record(
+            event_type="refused",
+            actor=user,
+            hypervisor_name=hypervisor.name,
+            domain_name=name or domain_uuid,
+            details={
+                "action": "request",
+                "reason": refused.message,
+                "domain_uuid": domain_uuid,
+                "disks": {d.target: d.destination for d in disks},
+            },
+        )
+
+
 def migration_request(
     *,
     user,
@@ -146,11 +166,15 @@ def migration_request(
     buf_size: int | None = None,
     force_undefine: bool = False,
 ) -> Migration:
-    plan = preflight_request(
-        user=user, hypervisor=hypervisor, domain_uuid=domain_uuid, disks=disks, mode=mode,
-        dest_format=dest_format, reuse_destination=reuse_destination, bandwidth_mib=bandwidth_mib,
-        synchronous_writes=synchronous_writes, granularity=granularity, buf_size=buf_size,
-    )
+    try:
+        plan = preflight_request(
+            user=user, hypervisor=hypervisor, domain_uuid=domain_uuid, disks=disks, mode=mode,
+            dest_format=dest_format, reuse_destination=reuse_destination, bandwidth_mib=bandwidth_mib,
+            synchronous_writes=synchronous_writes, granularity=granularity, buf_size=buf_size,
+        )
+    except Refused as refused:
+        _audit_refused_request(refused, user=user, hypervisor=hypervisor, domain_uuid=domain_uuid, disks=disks)
+        raise
     try:
         with transaction.atomic():
             migration = Migration.objects.create(
@@ -199,7 +223,9 @@ def migration_request(
             _publish_on_commit(migration.pk)
             _wake_on_commit(migration.pk)
     except IntegrityError:
-        raise Refused("Another migration of one of these disks has just started: wait for it to finish.", "disks") from None
+        refused = Refused("Another migration of one of these disks has just started: wait for it to finish.", "disks")
+        _audit_refused_request(refused, user=user, hypervisor=hypervisor, domain_uuid=domain_uuid, disks=disks)
+        raise refused from None
     return migration
 
 
@@ -280,7 +306,14 @@ def migration_set_bandwidth(*, migration: Migration, user, bandwidth_mib) -> Mig
 
 def hypervisor_set_auto_pivot(*, hypervisor, user, enabled: bool) -> None:
     if not (user.is_superuser or user.has_perm("hosts.change_hypervisor")):
-        raise Refused("Only an admin can change a host's pivot policy.", "auto_pivot")
+        message = "Only an admin can change a host's pivot policy."
+        with transaction.atomic():
+            # Audited like every refused human action, then raised.
+            audit_record(
+                event_type="refused", actor=user, hypervisor_name=hypervisor.name,
+                details={"action": "set_auto_pivot", "reason": message, "auto_pivot": bool(enabled), "was": hypervisor.auto_pivot},
+            )
+        raise Refused(message, "auto_pivot")
     with transaction.atomic():
         previous = type(hypervisor).objects.select_for_update().get(pk=hypervisor.pk).auto_pivot
         type(hypervisor).objects.filter(pk=hypervisor.pk).update(auto_pivot=bool(enabled))

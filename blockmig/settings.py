@@ -5,20 +5,91 @@ one-machine setup that `make run` builds (SQLite under var/, a private Redis).
 """
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from django.utils.csp import CSP
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("BLOCKMIG_VAR_DIR", BASE_DIR / "var"))
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 
-SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "blockmig-insecure-dev-key-change-me-in-production")
-DEBUG = os.environ.get("DJANGO_DEBUG", "1") == "1"
-ALLOWED_HOSTS = os.environ.get("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1],testserver").split(",")
-CSRF_TRUSTED_ORIGINS = [
-    o for o in os.environ.get("DJANGO_CSRF_TRUSTED_ORIGINS", "").split(",") if o
-]
+
+
+def _env_bool(name: str, default: bool = False) -> bool:
+    return os.environ.get(name, "1" if default else "0").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _env_list(name: str, default: str = "") -> list[str]:
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+# Off unless asked for: with DEBUG on, an error page shows settings and every URL pattern.
+DEBUG = _env_bool("DJANGO_DEBUG")
+
+# The key signs sessions and cookies (messages among them), so it never has a built-in value:
+# DJANGO_SECRET_KEY, else the file DJANGO_SECRET_KEY_FILE names, else <var>/secret_key (which
+# `make run` and `make test` create once, mode 0600). Every web and worker process of one
+# deployment must share it.
+SECRET_KEY_FILE = Path(os.environ.get("DJANGO_SECRET_KEY_FILE", VAR_DIR / "secret_key"))
+
+
+def _secret_key() -> str:
+    if os.environ.get("DJANGO_SECRET_KEY"):
+        return os.environ["DJANGO_SECRET_KEY"]
+    try:
+        key = SECRET_KEY_FILE.read_text().strip()
+    except OSError:
+        key = ""
+    if key:
+        return key
+    if DEBUG:
+        import secrets
+        import warnings
+
+        warnings.warn(f"No secret key (DJANGO_SECRET_KEY or {SECRET_KEY_FILE}): using a random one for this process.")
+        return secrets.token_urlsafe(50)
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(
+        f"No secret key: set DJANGO_SECRET_KEY, or DJANGO_SECRET_KEY_FILE to a file holding one "
+        f"(or create {SECRET_KEY_FILE} with `make secret-key`)."
+    )
+
+
+SECRET_KEY = _secret_key()
+# Under pytest, Django's test set-up adds "testserver" itself.
+ALLOWED_HOSTS = _env_list("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]")
+CSRF_TRUSTED_ORIGINS = _env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
+
+# Behind TLS (documented in the README's production section): every switch off by default so
+# the plain-HTTP lab keeps working.
+SESSION_COOKIE_SECURE = _env_bool("DJANGO_SESSION_COOKIE_SECURE")
+CSRF_COOKIE_SECURE = _env_bool("DJANGO_CSRF_COOKIE_SECURE")
+SECURE_SSL_REDIRECT = _env_bool("DJANGO_SECURE_SSL_REDIRECT")
+if _env_bool("DJANGO_SECURE_PROXY_SSL_HEADER"):
+    # Only behind a proxy that sets X-Forwarded-Proto itself and strips it from clients.
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_HSTS_SECONDS = int(os.environ.get("DJANGO_SECURE_HSTS_SECONDS", "0"))
+SECURE_HSTS_INCLUDE_SUBDOMAINS = _env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS")
+SECURE_HSTS_PRELOAD = _env_bool("DJANGO_SECURE_HSTS_PRELOAD")
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+
+# Content-Security-Policy (Django's own, since 6.0): scripts, styles and sockets from this
+# origin only, no inline script or style anywhere (the progress bar is an SVG for that).
+SECURE_CSP = {
+    "default-src": [CSP.SELF],
+    "script-src": [CSP.SELF],
+    "style-src": [CSP.SELF],
+    "img-src": [CSP.SELF, "data:"],
+    "connect-src": [CSP.SELF],
+    "form-action": [CSP.SELF],
+    "frame-ancestors": [CSP.NONE],
+    "base-uri": [CSP.NONE],
+    "object-src": [CSP.NONE],
+}
 
 INSTALLED_APPS = [
     "daphne",
@@ -31,12 +102,14 @@ INSTALLED_APPS = [
     "channels",
     "django_htmx",
     "django_tasks_db",
+    "axes",
     "hosts",
     "blockmig",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -46,6 +119,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "blockmig.timezones.UserTimezoneMiddleware",
+    # Last, as django-axes asks: it turns a lockout into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "blockmig.urls"
@@ -83,7 +158,21 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-AUTH_PASSWORD_VALIDATORS = []
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 12}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+# Login throttling (django-axes): after BLOCKMIG_LOGIN_FAILURES failed logins for one user
+# name from one address, that pair is locked out for BLOCKMIG_LOGIN_COOLOFF_MINUTES.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = int(os.environ.get("BLOCKMIG_LOGIN_FAILURES", "5"))
+AXES_COOLOFF_TIME = timedelta(minutes=float(os.environ.get("BLOCKMIG_LOGIN_COOLOFF_MINUTES", "15")))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "blockmig.login_audit.lockout_response"
+AXES_VERBOSE = False
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard"
 LOGOUT_REDIRECT_URL = "login"
@@ -131,6 +220,12 @@ LOGGING = {
 BLOCKMIG_SYNC_INTERVAL = int(os.environ.get("BLOCKMIG_SYNC_INTERVAL", "30"))
 # Seconds a libvirt connection attempt may take before it counts as a timeout.
 BLOCKMIG_CONNECT_TIMEOUT = float(os.environ.get("BLOCKMIG_CONNECT_TIMEOUT", "10"))
+# test:/// URIs may name node files only in this directory (hosts.uris); test:///default is always allowed.
+BLOCKMIG_TEST_DRIVER_DIR = Path(os.environ.get("BLOCKMIG_TEST_DRIVER_DIR", VAR_DIR / "test-nodes"))
+# qemu+ssh's keyfile= may name files only under this directory; unset: keyfile= is refused.
+BLOCKMIG_SSH_KEY_DIR = os.environ.get("BLOCKMIG_SSH_KEY_DIR") or None
+# Storage roots inside system directories (e.g. /var/lib/libvirt/images) chosen on purpose.
+BLOCKMIG_ALLOW_SYSTEM_ROOTS = [p for p in os.environ.get("BLOCKMIG_ALLOW_SYSTEM_ROOTS", "").split(":") if p]
 # Where `make run` builds the demo lab (seed chain, testvm, backups/).
 BLOCKMIG_LAB_DIR = Path(os.environ.get("BLOCKMIG_LAB_DIR", VAR_DIR / "lab"))
 
@@ -151,3 +246,15 @@ BLOCKMIG_FORCE_UNDEFINE = os.environ.get("BLOCKMIG_FORCE_UNDEFINE", "0") == "1"
 # process can share it with the tests.
 if os.environ.get("PYTEST_VERSION") and DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")}
+
+# --- websockets (issue 9) -----------------------------------------------------------------
+# An open socket re-checks its session, its user (still active) and its permission before
+# every frame and at least this often; a socket whose session ended closes with 4401, one
+# whose user lost the permission with 4403.
+BLOCKMIG_WS_REAUTH_SECONDS = float(os.environ.get("BLOCKMIG_WS_REAUTH_SECONDS", "30"))
+# Open sockets one user may hold, counted in Redis across all daphne processes; further
+# handshakes are refused (HTTP 403) before the user or the page is read.
+BLOCKMIG_WS_MAX_PER_USER = int(os.environ.get("BLOCKMIG_WS_MAX_PER_USER", "20"))
+# A socket's place in that count lapses this long after its daphne last renewed it (every
+# third of it), so the sockets of a daphne that crashed stop counting by themselves.
+BLOCKMIG_WS_SLOT_SECONDS = float(os.environ.get("BLOCKMIG_WS_SLOT_SECONDS", "60"))

@@ -298,14 +298,17 @@ def hypervisor_policy(request: HttpRequest, name: str) -> HttpResponse:
     hypervisor = get_object_or_404(Hypervisor, name=name)
     may_set = request.user.has_perm("hosts.change_hypervisor")
     if request.method == "POST":
-        if not may_set:
-            _deny("hosts.change_hypervisor", "Setting a host's pivot policy")
         form = AutoPivotForm(request.POST)
+        if not form.is_valid() and not may_set:
+            _deny("hosts.change_hypervisor", "Setting a host's pivot policy")
         if form.is_valid():
             enabled = form.cleaned_data["auto_pivot"]
             try:
+                # The lifecycle refuses (and audits) a user who may not set the policy.
                 lifecycle.hypervisor_set_auto_pivot(hypervisor=hypervisor, user=request.user, enabled=enabled)
             except Refused as refused:
+                if not may_set:
+                    _deny("hosts.change_hypervisor", "Setting a host's pivot policy")
                 messages.error(request, refused.message)
             else:
                 messages.success(

@@ -16,13 +16,19 @@ from concurrent.futures import ThreadPoolExecutor
 
 from django.conf import settings
 from django.db import Error as DatabaseError  # any database failure, InterfaceError included
-from django.db import close_old_connections, connection
+from django.db import connection
 
 from blockmig.engine import Driver
 from blockmig.leases import Lease, lease_claim_next
 from blockmig.wake import WakeListener
 
 log = logging.getLogger("blockmig.worker")
+
+
+def _drop_unusable_connection() -> None:
+    """Keep this thread's connection across passes, unless the database dropped it."""
+    if connection.connection is not None and not connection.is_usable():
+        connection.close()
 
 
 class DrivePool:
@@ -60,15 +66,17 @@ class DrivePool:
         return driver is not None
 
     def _run(self, driver: Driver) -> None:
+        # A pool thread keeps its database connection from one driver to the next (opening
+        # one costs a PostgreSQL round trip or three on the way to the block copy).
         try:
-            close_old_connections()
+            _drop_unusable_connection()
             driver.run()
         except Exception:
             log.exception("migration %s: driver crashed", driver.id)
+            connection.close()
         finally:
             with self.lock:
                 self.drivers.pop(driver.id, None)
-            connection.close()
             self.on_free()
 
     def drain(self, timeout: float) -> None:
@@ -116,7 +124,7 @@ class Worker:
         while not self.stopping.is_set():
             self.wakeup.clear()
             try:
-                close_old_connections()
+                _drop_unusable_connection()
                 self.claim()
             except DatabaseError as error:
                 log.warning("worker %s: cannot claim migrations (%s); retrying", self.worker_id, error)

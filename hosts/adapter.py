@@ -79,6 +79,13 @@ BAD_URI_ERRORS = {libvirt.VIR_ERR_INVALID_ARG, libvirt.VIR_ERR_NO_SUPPORT, libvi
 
 
 def _classify(uri: str, error: libvirt.libvirtError) -> ConnectFailure:
+    if uri.startswith("test:"):
+        # libvirt's error for a file that is not node XML quotes the file's lines: never show it.
+        return ConnectFailure(
+            "bad_uri",
+            f"libvirt's test driver could not load {uri}: the file must be a node XML file "
+            "(hosts.testnode writes them).",
+        )
     code = error.get_error_code()
     text = (error.get_error_message() or str(error)).strip()
     if code in AUTH_ERRORS or "authentication" in text.lower() or "permission denied" in text.lower():
@@ -334,7 +341,7 @@ def ensure_event_loop() -> None:
 def uri_is_local(uri: str) -> bool:
     """True when the hypervisor's files are this machine's files (no remote host in the URI)."""
     parts = urlsplit(uri)
-    return parts.scheme in ("qemu", "qemu+unix") and not parts.hostname
+    return parts.scheme == "qemu" and not parts.netloc
 
 
 def _disk_paths(disk: DiskRecord) -> set[str]:
@@ -375,6 +382,8 @@ class BlockJobHost(HostConnection):
 
     def __enter__(self) -> "BlockJobHost":
         ensure_event_loop()
+        self._versions_seen = None
+        self._handles: dict[str, libvirt.virDomain] = {}
         super().__enter__()
         return self
 
@@ -394,7 +403,12 @@ class BlockJobHost(HostConnection):
     # -- looking ----------------------------------------------------------------------
 
     def domain(self, uuid: str) -> libvirt.virDomain:
-        return self._call(self.conn.lookupByUUIDString, uuid)
+        """The domain's handle, looked up once per connection: a handle stays valid while
+        the connection is open, and calls on it raise DomainGone once the domain is."""
+        handle = self._handles.get(uuid)
+        if handle is None:
+            handle = self._handles[uuid] = self._call(self.conn.lookupByUUIDString, uuid)
+        return handle
 
     def domain_state(self, uuid: str) -> str:
         state, _reason = self._call(self.domain(uuid).state)
@@ -433,15 +447,21 @@ class BlockJobHost(HostConnection):
             ready=bool(mirror and mirror.ready),
         )
 
+    def _versions(self) -> tuple[str, int, int]:
+        """(driver, libvirt version, hypervisor version), asked once per connection: they
+        cannot change while it is open, and a copy's start waits on every round trip."""
+        if getattr(self, "_versions_seen", None) is None:
+            self._versions_seen = (self._call(self.conn.getType), self._call(self.conn.getLibVersion),
+                                   self._call(self.conn.getVersion))
+        return self._versions_seen
+
     def supports_transient_job(self) -> bool:
-        return self._call(self.conn.getType) == "QEMU" and self._call(self.conn.getLibVersion) >= TRANSIENT_JOB_SINCE
+        driver, lib_version, _hv = self._versions()
+        return driver == "QEMU" and lib_version >= TRANSIENT_JOB_SINCE
 
     def supports_sync_writes(self) -> bool:
-        return (
-            self._call(self.conn.getType) == "QEMU"
-            and self._call(self.conn.getLibVersion) >= SYNCHRONOUS_WRITES_SINCE
-            and self._call(self.conn.getVersion) >= QEMU_WRITE_BLOCKING_SINCE
-        )
+        driver, lib_version, hv_version = self._versions()
+        return driver == "QEMU" and lib_version >= SYNCHRONOUS_WRITES_SINCE and hv_version >= QEMU_WRITE_BLOCKING_SINCE
 
     def path_exists(self, path: str) -> bool | None:
         """Whether a file exists on the host. Local hosts: the filesystem; remote hosts: a

@@ -2,12 +2,24 @@
 chains are what the last sync saw, so the admin shows them read-only."""
 
 from django.contrib import admin
+from django.db import transaction
 
+from hosts.forms import HypervisorForm
 from hosts.models import ChainLayer, Disk, Domain, Hypervisor
+from hosts.signals import (
+    announce_hypervisor_added,
+    announce_hypervisor_deleted,
+    announce_hypervisor_edited,
+    hypervisor_values,
+)
 
 
 @admin.register(Hypervisor)
 class HypervisorAdmin(admin.ModelAdmin):
+    """The inventory's own form (URI, roots and connection checks), and the same audit
+    events as the hypervisor pages."""
+
+    form = HypervisorForm
     list_display = ["name", "uri", "enabled", "auto_pivot", "health", "last_sync_ok_at"]
     list_filter = ["enabled", "auto_pivot", "virt_type"]
     search_fields = ["name", "uri", "hostname"]
@@ -26,6 +38,26 @@ class HypervisorAdmin(admin.ModelAdmin):
         "last_sync_error",
         "created_at",
     ]
+
+    def save_model(self, request, obj, form, change) -> None:
+        super().save_model(request, obj, form, change)
+        if form.before is None:
+            announce_hypervisor_added(obj, request.user, source="admin")
+        else:
+            announce_hypervisor_edited(obj, request.user, source="admin", before=form.before)
+
+    def delete_model(self, request, obj) -> None:
+        values = hypervisor_values(obj)
+        super().delete_model(request, obj)
+        announce_hypervisor_deleted(obj, request.user, source="admin", values=values)
+
+    def delete_queryset(self, request, queryset) -> None:
+        # "Delete selected": one transaction, one event per host deleted.
+        with transaction.atomic():
+            rows = list(queryset)
+            super().delete_queryset(request, queryset)
+            for obj in rows:
+                announce_hypervisor_deleted(obj, request.user, source="admin", values=hypervisor_values(obj))
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

@@ -1,23 +1,71 @@
 """The hypervisor form: checks the URI and the storage roots, then proves the host answers
 before anything is saved."""
 
+import fnmatch
+import os
 import posixpath
 from dataclasses import asdict
 
 from django import forms
 from django.conf import settings
 
-from hosts.adapter import ConnectFailure, HostConnection
+from hosts.adapter import ConnectFailure, HostConnection, uri_is_local
 from hosts.models import Hypervisor
 from hosts.records import HostFacts
+from hosts.signals import hypervisor_values
 from hosts.uris import uri_problem
 
 # Path segments of /hosts/… that are pages, not hypervisor names.
 RESERVED_NAMES = {"add"}
 
 
-def parse_roots(text: str) -> list[str]:
-    """One absolute directory per line → normalised, de-duplicated list. Raises ValidationError."""
+# Directories a migration destination must never land in: the system's own files, and
+# libvirt's state (domain definitions, its images' pool) unless an admin chose a path
+# there on purpose (settings.BLOCKMIG_ALLOW_SYSTEM_ROOTS). "lib*" is every top-level
+# /lib, /lib32, /lib64, /libx32.
+SYSTEM_DIRECTORIES = (
+    "/etc", "/proc", "/sys", "/dev", "/boot", "/root", "/usr", "/bin", "/sbin", "/lib*",
+    "/run", "/var/run", "/var/lib/libvirt",
+)
+
+
+def _inside(path: str, directory: str) -> bool:
+    return path == directory or path.startswith(directory.rstrip("/") + "/")
+
+
+def _system_directory(path: str) -> str | None:
+    """The system directory `path` is, lies in or contains, unless allowed on purpose."""
+    allowed = [posixpath.normpath(p) for p in getattr(settings, "BLOCKMIG_ALLOW_SYSTEM_ROOTS", ())]
+    if any(_inside(path, chosen) for chosen in allowed):
+        return None
+    top = "/" + path.split("/")[1]
+    for system in SYSTEM_DIRECTORIES:
+        if system.endswith("*"):
+            if fnmatch.fnmatchcase(top, system):
+                return top
+        elif _inside(path, system) or (_inside(system, path) and not any(_inside(system, c) for c in allowed)):
+            return system
+    return None
+
+
+def _system_problem(path: str) -> str | None:
+    system = _system_directory(path)
+    if system is None:
+        return None
+    if system == path:
+        return f"“{path}” is a system directory: name a storage directory for migration copies."
+    if _inside(path, system):
+        return f"“{path}” lies in the system directory {system}: name a storage directory outside it."
+    return f"“{path}” contains the system directory {system}: name a storage directory that does not."
+
+
+def parse_roots(text: str, *, local: bool = False) -> list[str]:
+    """One absolute directory per line → normalised, de-duplicated list. Raises ValidationError.
+
+    `local`: the host is this machine (qemu:///system), so each root is resolved and one
+    whose real path differs from what was typed (a symbolic link on the way) is refused:
+    the preflight compares destinations with the roots as stored.
+    """
     roots: list[str] = []
     problems: list[str] = []
     for line in text.splitlines():
@@ -26,16 +74,28 @@ def parse_roots(text: str) -> list[str]:
             continue
         if not path.startswith("/"):
             problems.append(f"“{path}” is not absolute: start it with /.")
-        elif ".." in path.split("/"):
+            continue
+        if ".." in path.split("/"):
             problems.append(f"“{path}” contains “..”: name the directory itself.")
-        else:
-            normal = posixpath.normpath(path)
-            if normal.startswith("//"):
-                normal = "/" + normal.lstrip("/")
-            if normal == "/":
-                problems.append("“/” would allow destinations anywhere on the host: name a storage directory.")
-            elif normal not in roots:
-                roots.append(normal)
+            continue
+        if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in path):
+            problems.append(f"{path!r} contains a control character.")
+            continue
+        normal = posixpath.normpath(path)
+        if normal.startswith("//"):
+            normal = "/" + normal.lstrip("/")
+        if normal == "/":
+            problems.append("“/” would allow destinations anywhere on the host: name a storage directory.")
+            continue
+        problem = _system_problem(normal)
+        if not problem and local:
+            real = os.path.realpath(normal)
+            if real != normal:
+                problem = f"“{normal}” is really {real} on this host (a symbolic link on the way): enter {real} itself."
+        if problem:
+            problems.append(problem)
+        elif normal not in roots:
+            roots.append(normal)
     if problems:
         raise forms.ValidationError(problems)
     return roots
@@ -45,7 +105,7 @@ class HypervisorForm(forms.ModelForm):
     allowed_roots = forms.CharField(
         label="Allowed storage roots",
         required=False,
-        widget=forms.Textarea(attrs={"rows": 4, "spellcheck": "false", "placeholder": "/var/lib/libvirt/images\n/srv/backups"}),
+        widget=forms.Textarea(attrs={"rows": 4, "spellcheck": "false", "placeholder": "/srv/images\n/srv/backups"}),
         help_text="One absolute directory per line. Migration destinations must lie inside one of them.",
     )
 
@@ -64,11 +124,14 @@ class HypervisorForm(forms.ModelForm):
         kwargs.setdefault("label_suffix", "")
         super().__init__(*args, **kwargs)
         self.facts: HostFacts | None = None
+        # What the row held before this form touched it, for the audit of the change.
+        self.before: dict | None = hypervisor_values(self.instance) if self.instance.pk else None
         if self.instance.pk:
             self.initial["allowed_roots"] = "\n".join(self.instance.allowed_roots or [])
-        # Auto-pivot skips the second person's approval: an admin-only policy.
+        # Auto-pivot skips the second person's approval: an admin-only policy. (The Django
+        # admin shows it read-only and passes no user.)
         if user is None or not user.has_perm("hosts.change_hypervisor"):
-            del self.fields["auto_pivot"]
+            self.fields.pop("auto_pivot", None)
 
     def full_clean(self) -> None:
         super().full_clean()
@@ -93,7 +156,10 @@ class HypervisorForm(forms.ModelForm):
         return uri
 
     def clean_allowed_roots(self) -> list[str]:
-        return parse_roots(self.cleaned_data.get("allowed_roots") or "")
+        # The URI is cleaned first (field order): a refused URI means the host is not known
+        # to be this machine, and the roots are judged without resolving them.
+        uri = self.cleaned_data.get("uri") or ""
+        return parse_roots(self.cleaned_data.get("allowed_roots") or "", local=bool(uri) and uri_is_local(uri))
 
     def needs_connection_test(self) -> bool:
         """New hosts, a changed URI and re-enabling are tested; disabling a dead host is not."""

@@ -59,6 +59,10 @@ def hypervisor_sync(hypervisor: models.Hypervisor, *, force: bool = False, rerea
     hypervisor row carries the error, while its domains keep their last-known data.
     """
     started = time.perf_counter()
+    refusal = _refusal(hypervisor)
+    if refusal:
+        logger.info("sync of %s refused: %s", hypervisor.name, refusal)
+        return SyncResult(ok=False, error=refusal, duration=time.perf_counter() - started)
     known = _known_signatures(hypervisor)
     for uuid in reread:
         known.pop(uuid, None)
@@ -80,6 +84,17 @@ def hypervisor_sync(hypervisor: models.Hypervisor, *, force: bool = False, rerea
         libvirt_calls=host.calls,
         duration=time.perf_counter() - started,
     )
+
+
+def _refusal(hypervisor: models.Hypervisor) -> str:
+    """Why this host must not be connected to now ("" if it may be). Read from the row, not
+    the object: the sync loop and the engine hold objects loaded before an admin disabled it."""
+    enabled = models.Hypervisor.objects.filter(pk=hypervisor.pk).values_list("enabled", flat=True).first()
+    if enabled is None:
+        return f"{hypervisor.name} no longer exists."
+    if not enabled:
+        return f"{hypervisor.name} is disabled, so blockmig does not connect to it: an admin can enable it on its edit page."
+    return ""
 
 
 def _known_signatures(hypervisor: models.Hypervisor) -> dict[str, str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 from xml.sax.saxutils import escape, quoteattr
 
 TEST_NS = "http://libvirt.org/schemas/domain/test/1.0"
@@ -116,4 +117,6 @@ def write_node(path: Path, count: int, skip: frozenset[int] = frozenset()) -> li
 
 
 def node_uri(path: Path) -> str:
-    return f"test://{path.resolve()}"
+    """The URI of a node file. blockmig connects only to node files under
+    settings.BLOCKMIG_TEST_DRIVER_DIR (hosts.uris); libvirt decodes the %-escapes."""
+    return f"test://{quote(str(path.resolve()))}"

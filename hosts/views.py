@@ -19,6 +19,7 @@ from hosts.chain_picture import picture_for_disk
 from hosts.forms import HypervisorForm
 from hosts.models import Disk, Hypervisor
 from hosts.roles import ROLE_PERMISSIONS
+from hosts.signals import announce_hypervisor_added, announce_hypervisor_edited
 from hosts.sync import hypervisor_sync
 
 DOMAINS_PER_PAGE = 50
@@ -112,6 +113,9 @@ def hypervisor_context(hypervisor: Hypervisor, query: str, page_number) -> dict:
 @permission_required("hosts.change_domain")
 def hypervisor_refresh(request: HttpRequest, name: str) -> HttpResponse:
     hypervisor = selectors.hypervisor_by_name(name)
+    if not hypervisor.enabled:
+        messages.error(request, f"{hypervisor.name} is disabled, so blockmig does not connect to it: an admin can enable it on its edit page.")
+        return _back(request, hypervisor)
     result = hypervisor_sync(hypervisor, force=True)
     if result.ok:
         messages.success(request, f"{hypervisor.name} synced just now.")
@@ -159,6 +163,10 @@ def _save_hypervisor(request: HttpRequest, form: HypervisorForm, *, was_auto_piv
         wanted = hypervisor.auto_pivot
         hypervisor.auto_pivot = was_auto_pivot
         hypervisor.save()
+        if form.before is None:
+            announce_hypervisor_added(hypervisor, request.user, source="form")
+        else:
+            announce_hypervisor_edited(hypervisor, request.user, source="form", before=form.before)
         if "auto_pivot" in form.fields and wanted != was_auto_pivot:
             _set_auto_pivot(request, hypervisor, wanted)
     return hypervisor

@@ -1,11 +1,12 @@
-"""Shared fixtures: one user per role, and a logged-in test client for any role."""
+"""Shared fixtures: one user per role, a logged-in test client for any role, and test:///
+node files allowed wherever pytest's temporary directories are."""
 
 from functools import cache
 
 import pytest
 from django.contrib.auth.hashers import make_password
 from django.contrib.auth.models import Group, User
-from django.test import Client
+from django.test import Client, override_settings
 
 from hosts.roles import ROLES, setup_roles
 
@@ -16,6 +17,14 @@ PASSWORD = "pw-for-tests"
 def password_hash() -> str:
     """Hash the shared test password once: the real hasher costs most of a second per user."""
     return make_password(PASSWORD)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def node_files_in_tmp(tmp_path_factory):
+    """Tests write their node files under tmp_path; blockmig connects only to node files in
+    BLOCKMIG_TEST_DRIVER_DIR (hosts.uris), so that is pytest's base temporary directory here."""
+    with override_settings(BLOCKMIG_TEST_DRIVER_DIR=tmp_path_factory.getbasetemp()):
+        yield tmp_path_factory.getbasetemp()
 
 
 @pytest.fixture

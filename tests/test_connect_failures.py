@@ -68,7 +68,7 @@ def sync_fails_and_keeps_last_known_data(hypervisor: Hypervisor, uri: str) -> st
     ("uri", "advice"),
     [
         ("foo://x", "Unsupported scheme “foo”: use one of qemu://"),
-        ("qemu:///nonsense", "A QEMU URI ends in /system or /session"),
+        ("qemu:///nonsense", "A QEMU URI ends in /system"),
         ("notauri", "“notauri” is not a libvirt URI: it needs a scheme"),
     ],
 )

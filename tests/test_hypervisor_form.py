@@ -2,6 +2,7 @@
 must be absolute directories, and a host that fails any of it is not saved."""
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.urls import reverse
 
 from blockmig.models import AuditEvent
@@ -38,7 +39,7 @@ def test_good_uri_saves_and_stores_facts(client_for):
         ("not a uri", "is not a libvirt URI: it needs a scheme"),
         ("http://kvm01/system", "Unsupported scheme “http”"),
         ("qemu+ssh:///system", "A qemu+ssh URI needs a host name"),
-        ("qemu:///nonsense", "A QEMU URI ends in /system or /session"),
+        ("qemu:///nonsense", "A QEMU URI ends in /system"),
     ],
 )
 def test_bad_uri_shows_why_and_saves_nothing(uri, message, client_for):
@@ -136,3 +137,70 @@ def test_auto_pivot_is_an_admin_policy_and_is_audited(client_for, users):
     # Saving again without a change records nothing new.
     post(client_for("admin"), "hypervisor_edit", form_data(name="lab", auto_pivot="on"), "lab")
     assert AuditEvent.objects.filter(event_type="policy_changed").count() == 1
+
+
+# ---- storage roots that would let a copy land among the system's files ---------------------
+
+
+@pytest.mark.parametrize(
+    "roots, message",
+    [
+        ("/etc", "“/etc” is a system directory"),
+        ("/etc/foo", "“/etc/foo” lies in the system directory /etc"),
+        ("/usr/local/images", "“/usr/local/images” lies in the system directory /usr"),
+        ("/lib64", "“/lib64” is a system directory"),
+        ("/proc/self", "lies in the system directory /proc"),
+        ("/root/images", "lies in the system directory /root"),
+        ("/boot", "“/boot” is a system directory"),
+        ("/var/lib/libvirt/images", "lies in the system directory /var/lib/libvirt"),
+        ("/var", "“/var” contains the system directory /var/"),
+        ("//", "“/” would allow destinations anywhere on the host"),
+    ],
+)
+def test_system_directories_are_refused_as_roots(roots, message, client_for):
+    response = post(client_for("admin"), "hypervisor_add", form_data(allowed_roots=f"/srv/images\n{roots}"))
+    assert response.status_code == 200
+    assert message in response.content.decode()
+    assert not Hypervisor.objects.exists()
+
+
+def test_storage_directories_stay_allowed():
+    assert parse_roots("/var/tmp/blockmig\n/srv/backups\n/var/lib/blockmig\n/home/images") == [
+        "/var/tmp/blockmig", "/srv/backups", "/var/lib/blockmig", "/home/images",
+    ]
+
+
+def test_a_system_directory_chosen_on_purpose_is_allowed(settings):
+    settings.BLOCKMIG_ALLOW_SYSTEM_ROOTS = ["/var/lib/libvirt/images"]
+    assert parse_roots("/var/lib/libvirt/images\n/var/lib/libvirt/images/pool2") == [
+        "/var/lib/libvirt/images", "/var/lib/libvirt/images/pool2",
+    ]
+    with pytest.raises(ValidationError, match="/var/lib/libvirt"):
+        parse_roots("/var/lib/libvirt")  # the rest of libvirt's state is still off limits
+    with pytest.raises(ValidationError, match="/etc"):
+        parse_roots("/etc")
+
+
+def test_a_root_reached_through_a_symlink_is_refused_on_the_local_host(client_for, tmp_path):
+    real = tmp_path / "real-images"
+    real.mkdir()
+    (tmp_path / "link").symlink_to(real)
+    # Only the roots change, so the form does not connect to the local libvirtd.
+    Hypervisor.objects.create(name="local", uri="qemu:///system", allowed_roots=["/srv/old"])
+    response = post(client_for("admin"), "hypervisor_edit", form_data(name="local", uri="qemu:///system", allowed_roots=f"{tmp_path}/link"), "local")
+    assert response.status_code == 200
+    assert f"“{tmp_path}/link” is really {real} on this host" in response.content.decode()
+    assert Hypervisor.objects.get(name="local").allowed_roots == ["/srv/old"]
+    # A symlink further up the path counts too, for directories that do not exist yet.
+    with pytest.raises(ValidationError, match="is really"):
+        parse_roots(f"{tmp_path}/link/new", local=True)
+
+    response = post(client_for("admin"), "hypervisor_edit", form_data(name="local", uri="qemu:///system", allowed_roots=f"{real}//"), "local")
+    assert response.status_code == 302
+    assert Hypervisor.objects.get(name="local").allowed_roots == [str(real)]
+
+
+def test_a_symlink_into_a_system_directory_is_refused_on_the_local_host(tmp_path):
+    (tmp_path / "etc-link").symlink_to("/etc")
+    with pytest.raises(ValidationError, match="is really /etc"):
+        parse_roots(f"{tmp_path}/etc-link", local=True)

@@ -308,7 +308,11 @@ def test_real_lifecycle_refuses_a_disabled_host_before_libvirt(client_for, host,
     host.save()
     response = post_disk(client_for("operator"), disk_url)
     assert response.context["form"].non_field_errors() == ["kvm01 is disabled: an admin must enable it first."]
-    assert not Migration.objects.exists() and not AuditEvent.objects.exists()
+    assert not Migration.objects.exists()
+    # The refused start is in the audit trail, with who, where and why.
+    event = AuditEvent.objects.get()
+    assert (event.event_type, event.actor_name, event.hypervisor_name, event.migration) == ("refused", "operator", "kvm01", None)
+    assert event.details["reason"] == "kvm01 is disabled: an admin must enable it first."
 
 
 # ---- pure helpers ------------------------------------------------------------------------

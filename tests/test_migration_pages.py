@@ -426,11 +426,15 @@ def test_admin_sets_auto_pivot_and_it_is_audited(client_for, users, host):
     assert event.actor == users["admin"] and event.hypervisor_name == "kvm01" and event.details["auto_pivot"] is True
 
 
-def test_operator_cannot_set_auto_pivot(client_for, host):
+def test_operator_cannot_set_auto_pivot_and_the_refusal_is_audited(client_for, users, host):
     response = client_for("operator").post(reverse("hypervisor_policy", args=[host.name]), {"auto_pivot": "on"})
     assert response.status_code == 403 and "admin role" in response.content.decode()
     host.refresh_from_db()
-    assert host.auto_pivot is False and not AuditEvent.objects.exists()
+    assert host.auto_pivot is False and not AuditEvent.objects.filter(event_type="policy_changed").exists()
+    event = AuditEvent.objects.get()
+    assert (event.event_type, event.actor, event.hypervisor_name) == ("refused", users["operator"], "kvm01")
+    assert event.details["action"] == "set_auto_pivot" and event.details["auto_pivot"] is True
+    assert event.details["reason"] == "Only an admin can change a host's pivot policy."
 
 
 def test_policy_toggles_on_the_list_only_for_admins(client_for, host):

@@ -55,8 +55,17 @@ def test_sync_loop_once_syncs_enabled_hosts_and_skips_disabled_ones(node, capsys
     assert "on: 12 domains, 12 re-read" in capsys.readouterr().out
 
 
-def test_sync_loop_finishes_its_round_and_exits_on_sigterm(node, tmp_path):
-    env = {**os.environ, "BLOCKMIG_VAR_DIR": str(tmp_path / "var"), "DJANGO_SETTINGS_MODULE": "blockmig.settings"}
+def test_sync_loop_finishes_its_round_and_exits_on_sigterm(tmp_path):
+    # The process has its own settings: the node file goes where they allow test:/// files
+    # (the default directory under BLOCKMIG_VAR_DIR, also named by the environment).
+    nodes = tmp_path / "var" / "test-nodes"
+    nodes.mkdir(parents=True)
+    node = nodes / "node.xml"
+    write_node(node, 12)
+    env = {
+        **os.environ, "BLOCKMIG_VAR_DIR": str(tmp_path / "var"), "DJANGO_SECRET_KEY": "sync-loop-test-" + "k" * 50, "BLOCKMIG_TEST_DRIVER_DIR": str(nodes),
+        "DJANGO_SETTINGS_MODULE": "blockmig.settings",
+    }
     manage = [sys.executable, str(ROOT / "manage.py")]
     subprocess.run([*manage, "migrate", "-v0"], env=env, check=True, cwd=ROOT)
     subprocess.run(

@@ -138,14 +138,21 @@ def browser(site):
 
 @pytest.fixture
 def login(site, browser):
-    """login("approver") → a Page in a fresh browser context, signed in through the login form."""
+    """login("approver") → a Page in a fresh browser context, signed in through the login form.
+    Any Content-Security-Policy violation the pages cause fails the test at the end."""
     contexts = []
+    violations: list[str] = []
+
+    def watch(message) -> None:
+        if "Content Security Policy" in message.text or "Content-Security-Policy" in message.text:
+            violations.append(message.text)
 
     def make(username: str):
         context = browser.new_context(base_url=site.daphnes[0].url, viewport={"width": 1280, "height": 900})
         context.set_default_timeout(20_000)
         contexts.append(context)
         page = context.new_page()
+        page.on("console", watch)
         page.goto("/accounts/login/")
         page.fill("#id_username", username)
         page.fill("#id_password", remote.PASSWORD)
@@ -156,6 +163,7 @@ def login(site, browser):
     yield make
     for context in contexts:
         context.close()
+    assert not violations, f"the pages broke their Content-Security-Policy: {violations}"
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.db import connection
 
@@ -196,7 +197,8 @@ class WorkerProcess:
 
     def start(self) -> WorkerProcess:
         db = connection.settings_dict["NAME"]
-        env = {**os.environ, **WORKER_ENV, **self.extra_env, "DATABASE_URL": f"sqlite:///{db}", "DJANGO_DEBUG": "0"}
+        env = {**os.environ, **WORKER_ENV, **self.extra_env, "DATABASE_URL": f"sqlite:///{db}", "DJANGO_DEBUG": "0",
+               "DJANGO_SECRET_KEY": settings.SECRET_KEY}
         self.count += 1
         self.log_path = self.log_dir / f"worker-{os.getpid()}-{self.count}.log"
         log = open(self.log_path, "w")

@@ -1,0 +1,54 @@
+"""What the inventory tells other apps about changes people make to it.
+
+The audit trail lives in blockmig, which imports hosts; hosts announces and blockmig
+listens (blockmig.receivers), so the inventory does not depend on the migration app.
+"""
+
+from __future__ import annotations
+
+from django.dispatch import Signal
+
+from hosts.models import Hypervisor
+
+# Sent inside the transaction that made the change, so a listener's writes commit with it.
+# Arguments: hypervisor (the row, already deleted for "deleted"), user, action ("added",
+# "changed" or "deleted"), details (a JSON-able dict: what the row holds, or what changed).
+hypervisor_changed = Signal()
+
+# Fields a person sets; auto_pivot is a policy audited by its own action
+# (blockmig.lifecycle.hypervisor_set_auto_pivot), facts come from the host.
+AUDITED_FIELDS = ("name", "uri", "allowed_roots", "enabled")
+
+
+def hypervisor_values(hypervisor: Hypervisor) -> dict:
+    return {name: getattr(hypervisor, name) for name in AUDITED_FIELDS}
+
+
+def hypervisor_changes(before: dict, hypervisor: Hypervisor) -> dict:
+    """field → {"from", "to"} for every audited field that differs from `before`."""
+    after = hypervisor_values(hypervisor)
+    return {name: {"from": before[name], "to": after[name]} for name in AUDITED_FIELDS if before.get(name) != after[name]}
+
+
+def announce_hypervisor_added(hypervisor: Hypervisor, user, source: str) -> None:
+    hypervisor_changed.send(
+        sender=Hypervisor, hypervisor=hypervisor, user=user, action="added",
+        details={"source": source, **hypervisor_values(hypervisor)},
+    )
+
+
+def announce_hypervisor_edited(hypervisor: Hypervisor, user, source: str, before: dict) -> None:
+    """Nothing is sent when nothing a person sets changed (saving an unchanged form)."""
+    changes = hypervisor_changes(before, hypervisor)
+    if changes:
+        hypervisor_changed.send(
+            sender=Hypervisor, hypervisor=hypervisor, user=user, action="changed",
+            details={"source": source, "changes": changes},
+        )
+
+
+def announce_hypervisor_deleted(hypervisor: Hypervisor, user, source: str, values: dict) -> None:
+    hypervisor_changed.send(
+        sender=Hypervisor, hypervisor=hypervisor, user=user, action="deleted",
+        details={"source": source, **values},
+    )
