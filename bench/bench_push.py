@@ -56,6 +56,9 @@ def setup_environment() -> Path:
     os.environ["BLOCKMIG_CHANNEL_PREFIX"] = f"bench{os.getpid()}"
     os.environ["BLOCKMIG_LOG_LEVEL"] = "WARNING"
     os.environ["DJANGO_DEBUG"] = "0"
+    # --shared-user opens every client as one user: above the per-user cap on open sockets,
+    # which this bench is not about (bench_ws_flood.py is).
+    os.environ["BLOCKMIG_WS_MAX_PER_USER"] = "100000"
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "blockmig.settings")
     import django
 

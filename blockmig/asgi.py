@@ -10,15 +10,22 @@ if settings.BLOCKMIG_SERVE_STATIC:
     # daphne serves no static files itself; one machine (make run) has no proxy in front.
     django_asgi_app = ASGIStaticFilesHandler(django_asgi_app)
 
-from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs the app registry)
+from channels.auth import AuthMiddleware  # noqa: E402  (needs the app registry)
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from channels.sessions import CookieMiddleware, SessionMiddleware  # noqa: E402
 
 from blockmig.routing import websocket_urlpatterns  # noqa: E402
+from blockmig.ws_limits import HandshakeGate  # noqa: E402
+from blockmig.ws_origin import OriginValidator  # noqa: E402
 
+# Websockets, outside in: the Origin (scheme, host and port) before anything is read; a
+# logged-in session, the per-user cap and turns (the session lookup and one Redis call,
+# before the user or the page is read); then channels' session and user, and the consumer.
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        "websocket": OriginValidator(
+            CookieMiddleware(HandshakeGate(SessionMiddleware(AuthMiddleware(URLRouter(websocket_urlpatterns)))))
+        ),
     }
 )

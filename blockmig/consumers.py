@@ -16,12 +16,19 @@ Events only say "something changed, seq N". Renders are coalesced: while one is 
 further events just mark the page dirty, so a burst of progress costs one render per socket,
 never a queue of stale ones. Pages that summarise many migrations (dashboard, hosts) also
 wait a short minimum interval between renders.
+
+Before every frame an event makes it send, and at least every BLOCKMIG_WS_REAUTH_SECONDS,
+a socket asks again whether its session is still open and its user still active and allowed
+(blockmig.ws_auth, batched across the sockets of the process); if not, it closes with 4401
+or 4403 and sends nothing more. The Origin check, the login check and the per-user cap on
+open sockets come before any consumer runs (blockmig.asgi).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 import zoneinfo
 from collections import OrderedDict
@@ -37,14 +44,14 @@ from django.test import RequestFactory
 from django.utils import timezone
 from django_htmx.middleware import HtmxDetails
 
-from blockmig import publish
+from blockmig import publish, ws_auth
 
 log = logging.getLogger(__name__)
 
 # Close codes (4000–4999 are the application's). The htmx extension does not reconnect on
 # these, which is right: retrying will not log the user in or create the page.
-CLOSE_NOT_LOGGED_IN = 4401
-CLOSE_FORBIDDEN = 4403
+CLOSE_NOT_LOGGED_IN = ws_auth.CLOSE_NOT_LOGGED_IN
+CLOSE_FORBIDDEN = ws_auth.CLOSE_FORBIDDEN
 CLOSE_NOT_FOUND = 4404
 
 # Re-join the groups and re-render this often: heals a Redis restart (which forgets group
@@ -54,6 +61,12 @@ RESYNC_SECONDS = 60.0
 ACTION_PERMISSIONS = ("blockmig.approve_migration", "blockmig.abort_migration", "blockmig.change_migration")
 
 _request_factory = RequestFactory()
+
+# Query values a host page's socket accepts; anything else is no page of ours (4404), and
+# never reaches a query (a NUL byte makes PostgreSQL raise, a 30-digit id overflows).
+DATABASE_ID = re.compile(r"[0-9]{1,18}")
+LIBVIRT_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def _cookies(scope: dict) -> dict[str, str]:
@@ -135,22 +148,24 @@ class LiveConsumer(AsyncWebsocketConsumer):
     view_permission = "blockmig.view_migration"
     min_interval = 0.0  # seconds between two renders of this socket
 
+    closing = False  # set once the server closed this socket: nothing more is sent
+
     async def connect(self) -> None:
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
             await self.close(code=CLOSE_NOT_LOGGED_IN)
             return
-        if not await database_sync_to_async(user.has_perm)(self.view_permission):
-            await self.close(code=CLOSE_FORBIDDEN)
-            return
         self.cookies = _cookies(self.scope)
-        if not await database_sync_to_async(self.resolve)():
-            await self.close(code=CLOSE_NOT_FOUND)
+        # One trip to the database thread for all of it: a handshake waits its turn there.
+        refusal = await database_sync_to_async(self.admit)()
+        if refusal:
+            await self.close(code=refusal)
             return
-        self.frame_class = await database_sync_to_async(self.compute_frame_class)()
+        self.session_key = self.scope["session"].session_key
         self.seen: dict[tuple, int] = {}
         self.dirty = False
         self.last_render = 0.0
+        self.caught_up = False  # the catch-up frame has been rendered
         self.render_task: asyncio.Task | None = None
         # Join first, read second: a change committed in between is both in the catch-up
         # read and announced to us, never in neither.
@@ -158,13 +173,62 @@ class LiveConsumer(AsyncWebsocketConsumer):
         await self.accept()
         self.mark_dirty()
         self.resync_task = asyncio.create_task(self.resync_loop())
+        self.reauth_task = asyncio.create_task(self.reauth_loop())
+
+    def admit(self) -> int | None:
+        """The close code for a handshake this user may not make, or None (sync)."""
+        if not self.scope["user"].has_perm(self.view_permission):
+            return CLOSE_FORBIDDEN
+        if not self.resolve():
+            return CLOSE_NOT_FOUND
+        self.frame_class = self.compute_frame_class()
+        self.permissions = ws_auth.permissions_of(self.scope["user"])  # what the re-checks compare
+        return None
 
     async def disconnect(self, code: int) -> None:
-        for task in (getattr(self, "resync_task", None), getattr(self, "render_task", None)):
-            if task is not None:
-                task.cancel()
+        self.stop_tasks()
         for group in getattr(self, "joined", []):
             await self.channel_layer.group_discard(group, self.channel_name)
+
+    def stop_tasks(self) -> None:
+        current = asyncio.current_task()
+        for name in ("resync_task", "reauth_task", "render_task"):
+            task = getattr(self, name, None)
+            if task is not None and task is not current:
+                task.cancel()
+
+    async def shut(self, code: int) -> None:
+        """Close from our side; events that still arrive until the client answers are dropped."""
+        self.closing = True
+        self.stop_tasks()
+        await self.close(code=code)
+
+    async def still_allowed(self) -> bool:
+        """Ask the database again whether this socket's user may see its stream; close the
+        socket if not. A user whose roles changed but who may still see the page gets its
+        next frames rendered with the new roles (buttons come and go)."""
+        try:
+            verdict = await ws_auth.check(self.session_key, self.scope["user"].pk)
+        except Exception:
+            log.exception("could not re-check the user of %s", self.scope.get("path"))
+            await self.shut(1011)  # the browser reconnects with backoff and is checked afresh
+            return False
+        refusal = verdict.refusal(self.view_permission)
+        if refusal:
+            await self.shut(refusal)
+            return False
+        if verdict.permissions != self.permissions:
+            self.scope["user"] = await database_sync_to_async(_fresh_user)(self.scope["user"])
+            self.frame_class = await database_sync_to_async(self.compute_frame_class)()
+        self.permissions = verdict.permissions
+        return True
+
+    async def reauth_loop(self) -> None:
+        """A session can end, and a role go, while no event arrives."""
+        while True:
+            await asyncio.sleep(settings.BLOCKMIG_WS_REAUTH_SECONDS)
+            if not await self.still_allowed():
+                return
 
     async def join_groups(self) -> None:
         self.joined = self.groups_to_join()
@@ -175,10 +239,8 @@ class LiveConsumer(AsyncWebsocketConsumer):
         while True:
             await asyncio.sleep(RESYNC_SECONDS)
             await self.join_groups()
-            # Roles may have changed since the socket opened.
-            self.scope["user"] = await database_sync_to_async(_fresh_user)(self.scope["user"])
-            self.frame_class = await database_sync_to_async(self.compute_frame_class)()
-            # Redis may have restarted and started the sequences again at 1.
+            # Redis may have restarted and started the sequences again at 1. (Changed roles
+            # are the re-check's business: it runs before this render too.)
             self.seen.clear()
             self.mark_dirty()
 
@@ -203,6 +265,8 @@ class LiveConsumer(AsyncWebsocketConsumer):
         self.mark_dirty()
 
     def mark_dirty(self) -> None:
+        if self.closing:
+            return
         self.dirty = True
         if self.render_task is None or self.render_task.done():
             self.render_task = asyncio.create_task(self.render_loop())
@@ -214,6 +278,11 @@ class LiveConsumer(AsyncWebsocketConsumer):
             if wait > 0:
                 await asyncio.sleep(wait)
             self.dirty = False
+            # Checked after the event that made us render: a user who lost the page by
+            # then gets nothing. Events during the check mark us dirty: another check.
+            # (The catch-up frame follows the handshake's own check, just made.)
+            if self.caught_up and not await self.still_allowed():
+                return
             seen = dict(self.seen)
             variant = self.take_variant(seen)
             key = self.frame_key(seen, variant)
@@ -225,11 +294,12 @@ class LiveConsumer(AsyncWebsocketConsumer):
                     # Transient (a locked database, say): 1011 makes the browser reconnect
                     # with backoff, and the reconnect catches up.
                     log.exception("live render failed for %s", self.scope.get("path"))
-                    await self.close(code=1011)
+                    await self.shut(1011)
                     return
             self.last_render = loop.time()
+            self.caught_up = True
             if frame is None:
-                await self.close(code=CLOSE_NOT_FOUND)
+                await self.shut(CLOSE_NOT_FOUND)
                 return
             await self.send(text_data=frame)
 
@@ -430,15 +500,22 @@ class HostConsumer(LiveConsumer):
     def resolve(self) -> bool:
         from hosts.models import Disk, Hypervisor
 
+        query = self.query
+        disks = query.get("disk", [])
+        self.domain_uuid = query.get("domain", [""])[0].lower()
+        self.table_query = query.get("q", [""])[0].strip()
+        self.table_page = query.get("page", ["1"])[0]
+        if (
+            not all(DATABASE_ID.fullmatch(v) for v in disks)
+            or (self.domain_uuid and not LIBVIRT_UUID.fullmatch(self.domain_uuid))
+            or CONTROL_CHARACTERS.search(self.table_query + self.table_page)
+        ):
+            return False
+        self.disk_ids = sorted({int(v) for v in disks})
         hypervisor = Hypervisor.objects.filter(name=self.scope["url_route"]["kwargs"]["name"]).first()
         if hypervisor is None:
             return False
         self.hypervisor_id = hypervisor.pk
-        query = self.query
-        self.disk_ids = sorted({int(v) for v in query.get("disk", []) if v.isdigit()})
-        self.domain_uuid = query.get("domain", [""])[0].lower()
-        self.table_query = query.get("q", [""])[0].strip()
-        self.table_page = query.get("page", ["1"])[0]
         self.migration_states: dict[int, str] = {}
         self.disk_labels: dict[int, str] = {}
         if self.disk_ids:
@@ -502,3 +579,12 @@ class HostConsumer(LiveConsumer):
             self.last_seen = _note_domain_seen(key, synced_at) or self.last_seen
             parts.append(frame)
         return "\n".join(parts)
+
+
+class NotFoundConsumer(AsyncWebsocketConsumer):
+    """Any /ws/ path no route matches, a bad id included. Accepted only to close it with
+    4404: refusing the handshake would look like a network error, which the browser retries."""
+
+    async def connect(self) -> None:
+        await self.accept()
+        await self.close(code=CLOSE_NOT_FOUND)

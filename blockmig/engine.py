@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
 from datetime import UTC, datetime
 
 from django.conf import settings
@@ -40,7 +39,9 @@ from blockmig.lifecycle import (
 )
 from blockmig.models import Migration, MigrationDisk
 from blockmig.preflight import DiskRequest, check_on_host
+from blockmig.progress import Sample, add_sample, moving_rate
 from blockmig.states import TERMINAL_STATES, State
+from blockmig.verification import pivot_problems
 from hosts.adapter import (
     BlockJobHost,
     ConnectFailure,
@@ -56,7 +57,6 @@ log = logging.getLogger(__name__)
 
 TICK = 0.5  # seconds between looks at the jobs (progress is read at least once a second)
 PROGRESS_WRITE_EVERY = 1.0  # throttle: at most one progress write per second
-RATE_WINDOW = 5.0  # seconds of history behind the moving-average rate
 JOB_GONE_TIMEOUT = 60.0
 BACKOFF = (0.5, 1, 2, 4, 8)  # seconds between retries after a connection or database error
 CONNECT_ATTEMPTS_BEFORE_COPY = 3  # nothing runs on the host yet: after these, fail
@@ -106,7 +106,7 @@ class Driver:
         self.failing: str | None = None  # a decided failure not yet recorded (retried after outages)
         self.disconnected_at: float | None = None
         self.applied_bandwidth: int | None = None
-        self.history: deque[tuple[float, int]] = deque()
+        self.history: tuple[Sample, ...] = ()  # for the rate (blockmig.progress)
         self.last_write = 0.0
         self.max_end = 0
 
@@ -299,7 +299,10 @@ class Driver:
 
     def explain(self, migration: Migration, failure: LibvirtFailure) -> str:
         """A libvirt refusal, in terms of what happened to the domain when that is the cause."""
-        gone = self.domain_problem(migration)
+        try:
+            gone = self.domain_problem(migration)
+        except LibvirtFailure:
+            gone = None  # the refusal itself is the best explanation there is
         return gone or f"libvirt refused: {failure}"
 
     def domain_problem(self, migration: Migration) -> str | None:
@@ -508,16 +511,12 @@ class Driver:
         now = time.monotonic()
         cur = sum(j.cur for j in jobs.values())
         end = sum(j.end for j in jobs.values())
-        self.history.append((now, cur))
-        while self.history and now - self.history[0][0] > RATE_WINDOW:
-            self.history.popleft()
+        self.history = add_sample(self.history, now, cur)
         grew = self.max_end > 0 and end > self.max_end
         self.max_end = max(self.max_end, end)
         if now - self.last_write < PROGRESS_WRITE_EVERY and not grew and not force:
             return
-        first_t, first_cur = self.history[0]
-        rate = (cur - first_cur) / (now - first_t) if now > first_t else 0.0
-        totals = {"bytes_done": cur, "bytes_total": end, "rate_bps": max(rate, 0.0), "progress_at": datetime.now(UTC)}
+        totals = {"bytes_done": cur, "bytes_total": end, "rate_bps": moving_rate(self.history), "progress_at": datetime.now(UTC)}
         if grew:
             totals["total_grew"] = True
         try:
@@ -630,28 +629,13 @@ class Driver:
         self.refresh_inventory(migration)
 
     def verify(self, migration: Migration, disks: list[MigrationDisk]) -> list[str]:
-        """Invariant 3: live source, persistent definition and chain are what was asked."""
+        """Invariant 3: live source, persistent definition and chain are what was asked
+        (blockmig.verification decides; this asks libvirt)."""
         uuid = migration.domain_uuid
-        problems = []
         live = self.host.live_disks(uuid)
-        for disk in disks:
-            record = live.get(disk.target)
-            if record is None or record.source != disk.destination:
-                problems.append(f"live {disk.target} is {record.source if record else 'missing'}, not {disk.destination}")
-                continue
-            expected = [disk.destination] + (disk.source_chain[1:] if migration.mode == Migration.Mode.SHALLOW else [])
-            actual = [layer.path for layer in record.chain]
-            if actual != expected:
-                problems.append(f"{disk.target} chain is {' ← '.join(actual)}, expected {' ← '.join(expected)}")
-        if self.host.is_persistent(uuid):
-            inactive = self.host.inactive_disks(uuid)
-            for disk in disks:
-                source = inactive[disk.target].source if disk.target in inactive else "missing"
-                if source != disk.destination:
-                    problems.append(f"the persistent definition's {disk.target} is {source}, not {disk.destination}")
-        elif migration.definition_strategy != "none":
-            problems.append("the domain is no longer persistent")
-        return problems
+        persistent = self.host.is_persistent(uuid)
+        inactive = self.host.inactive_disks(uuid) if persistent else {}
+        return pivot_problems(migration.mode, disks, live, inactive, persistent, migration.definition_strategy)
 
     def refresh_inventory(self, migration: Migration, *, started_copy: bool = False) -> None:
         """Store what libvirt now says about the host; the sync publishes inventory_changed

@@ -16,6 +16,7 @@ from pathlib import PurePosixPath
 
 from django import forms
 
+from blockmig.audit import event_label
 from blockmig.errors import Refused
 from blockmig.preflight import (
     MAX_BANDWIDTH_MIB,
@@ -339,7 +340,7 @@ class AuditFilterForm(forms.Form):
         self.fields["user"].widget.choices = (
             [("", "anyone")] + [(u, u) for u in users if u != SYSTEM_ACTOR] + [(SYSTEM_ACTOR, "(system — no user)")]
         )
-        self.fields["event_type"].widget.choices = [("", "any")] + [(t, t.replace("_", " ")) for t in event_types]
+        self.fields["event_type"].widget.choices = [("", "any")] + [(t, event_label(t)) for t in sorted(event_types, key=event_label)]
 
     def _with_asked(self, name: str, values) -> list[str]:
         """The offered values plus the one asked for, so the select shows what filters the

@@ -36,7 +36,7 @@ from blockmig.errors import Refused
 from blockmig.leases import Lease, LeaseLost
 from blockmig.models import Migration, MigrationDisk
 from blockmig.preflight import DiskRequest, check_bandwidth, preflight_request
-from blockmig.states import TERMINAL_STATES, State, next_state
+from blockmig.states import TERMINAL_STATES, State, abort_target, may_approve, may_change_bandwidth, next_state
 from blockmig.wake import wake_workers
 from hosts.models import Domain
 
@@ -235,7 +235,7 @@ def migration_approve(*, migration: Migration, user) -> Migration:
         _refuse(migration, user, "approve", "Only a user with the approver role can approve a pivot.")
     if migration.requested_by_id == user.pk:
         _refuse(migration, user, "approve", "You requested this migration, so another approver must approve it (four eyes).")
-    if migration.state != State.READY:
+    if not may_approve(migration.state):
         _refuse(migration, user, "approve", f"Migration #{migration.pk} is {migration.state}: a pivot can be approved only once every disk's mirror is ready.")
     try:
         with transaction.atomic():
@@ -253,18 +253,19 @@ def migration_abort(*, migration: Migration, user) -> Migration:
     migration.refresh_from_db()
     if not user.has_perm("blockmig.abort_migration"):
         _refuse(migration, user, "abort", "You need the operator or approver role to abort a migration.")
+    target = abort_target(migration.state)
+    # Any state this abort would leave the same way (a worker may move the row meanwhile).
+    expect = {state for state in State if abort_target(state) == target}
     try:
-        if migration.state in (State.REQUESTED, State.PREFLIGHT):
+        if target == State.ABORTED:
             # Nothing has been started on the host yet (the engine starts jobs only after
             # moving to copying, and that move checks the state), so abort at once.
-            return migration_transition(
-                migration.pk, State.ABORTED, expect={State.REQUESTED, State.PREFLIGHT}, actor=user, event_type="aborted",
-            )
-        if migration.state in (State.COPYING, State.READY):
+            return migration_transition(migration.pk, State.ABORTED, expect=expect, actor=user, event_type="aborted")
+        if target == State.ABORTING:
             with transaction.atomic():
                 _wake_on_commit(migration.pk)
                 return migration_transition(
-                    migration.pk, State.ABORTING, expect={State.COPYING, State.READY}, actor=user, event_type="abort_requested",
+                    migration.pk, State.ABORTING, expect=expect, actor=user, event_type="abort_requested",
                 )
     except StateMoved:
         migration.refresh_from_db()
@@ -285,7 +286,7 @@ def migration_set_bandwidth(*, migration: Migration, user, bandwidth_mib) -> Mig
         # Locked, so an approval landing at the same moment is either before (refused here)
         # or after (the pivot happens with this limit recorded): the audit says which.
         locked = Migration.objects.select_for_update().select_related("hypervisor").get(pk=migration.pk)
-        if locked.state not in (State.REQUESTED, State.PREFLIGHT, State.COPYING, State.READY):
+        if not may_change_bandwidth(locked.state):
             refusal = f"Migration #{locked.pk} is {locked.state}: bandwidth can change only before the pivot."
         else:
             refusal = None

@@ -2,13 +2,13 @@
 
 Pure: plain numbers in, numbers and short strings out, so the migration page, the list
 rows, the dashboard and the live fragments (issue 4) all say the same thing, and it is
-tested without a database. `MovingRate` is the moving average the engine may feed with
-(time, cur) samples; the page only reads the stored `rate_bps`.
+tested without a database. The rate the engine stores (`rate_bps`) is `moving_rate` over
+the samples `add_sample` keeps; the pages only read what it stored.
 """
 
 from __future__ import annotations
 
-from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from blockmig.states import State
@@ -169,56 +169,27 @@ def of_disk(disk, state: str = "") -> Progress:
     return Progress(disk.cur, disk.end, 0.0, state)
 
 
-class MovingRate:
-    """Bytes per second over the last `window` seconds of (time, cur) samples.
+RATE_WINDOW = 5.0  # seconds of history behind the moving-average rate
 
-    A moving window, not the last delta: block-job progress arrives in bursts, and an
-    ETA that jumps every second is worse than none. A `cur` that goes backwards (the job
-    restarted) starts the window again.
+Sample = tuple[float, int]  # (monotonic seconds, bytes copied so far)
+
+
+def add_sample(samples: Sequence[Sample], t: float, cur: int, window: float = RATE_WINDOW) -> tuple[Sample, ...]:
+    """`samples` plus (t, cur), without those taken more than `window` seconds before t."""
+    return tuple(sample for sample in (*samples, (t, cur)) if t - sample[0] <= window)
+
+
+def moving_rate(samples: Sequence[Sample]) -> float:
+    """Bytes per second from the oldest sample to the newest.
+
+    A moving window, not the last delta: block-job progress arrives in bursts, and an ETA
+    that jumps every second is worse than none. Never negative (a job that started again
+    reads 0 until the window has moved past the restart); 0 with fewer than two samples.
     """
-
-    def __init__(self, window: float = 5.0):
-        self.window = window
-        self.samples: deque[tuple[float, int]] = deque()
-
-    def add(self, t: float, cur: int) -> float:
-        if self.samples and cur < self.samples[-1][1]:
-            self.samples.clear()
-        self.samples.append((t, cur))
-        while len(self.samples) > 2 and t - self.samples[1][0] >= self.window:
-            self.samples.popleft()
-        return self.rate
-
-    @property
-    def rate(self) -> float:
-        if len(self.samples) < 2:
-            return 0.0
-        (t0, c0), (t1, c1) = self.samples[0], self.samples[-1]
-        return (c1 - c0) / (t1 - t0) if t1 > t0 else 0.0
-
-
-EVENT_LABELS: dict[str, str] = {
-    "requested": "Requested",
-    "preflight": "Preflight",
-    "copying": "Copy started",
-    "ready": "Mirror ready",
-    "approved": "Approved",
-    "auto_pivot": "Pivot by host policy",
-    "pivoting": "Pivoting",
-    "completed": "Completed",
-    "abort_requested": "Abort requested",
-    "aborting": "Aborting",
-    "aborted": "Aborted",
-    "failed": "Failed",
-    "refused": "Refused",
-    "bandwidth_changed": "Bandwidth changed",
-    "policy_changed": "Pivot policy changed",
-}
-
-
-def event_label(event_type: str) -> str:
-    """'bandwidth_changed' → 'Bandwidth changed'; unknown types read the same way."""
-    return EVENT_LABELS.get(event_type) or event_type.replace("_", " ").replace(".", " ").capitalize()
+    if len(samples) < 2:
+        return 0.0
+    (t0, c0), (t1, c1) = samples[0], samples[-1]
+    return max((c1 - c0) / (t1 - t0), 0.0) if t1 > t0 else 0.0
 
 
 def detail_items(details: dict) -> list[tuple[str, str]]:

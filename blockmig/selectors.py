@@ -18,6 +18,7 @@ from django.db.models import Case, IntegerField, Prefetch, Q, QuerySet, Value, W
 from django.utils import timezone
 
 from blockmig import progress
+from blockmig.audit import EventType, event_label
 from blockmig.forms import SYSTEM_ACTOR
 from blockmig.models import AuditEvent, Migration
 from blockmig.states import ACTIVE_STATES, TERMINAL_STATES, State
@@ -60,9 +61,10 @@ def migrations_for_list(state: str | None = None) -> QuerySet[Migration]:
 
 
 def with_words(events):
-    """Attach `.label` and `.items` (blockmig.progress wording) to audit events."""
+    """Attach `.label` (blockmig.audit.EventType) and `.items` (blockmig.progress wording)
+    to audit events."""
     for event in events:
-        event.label = progress.event_label(event.event_type)
+        event.label = event_label(event.event_type)
         event.items = progress.detail_items(event.details)
     return events
 
@@ -159,7 +161,7 @@ def audit_filter_choices(recent: int = 1000) -> dict[str, list[str]]:
         "hosts": list(Hypervisor.objects.order_by("name").values_list("name", flat=True)),
         # People only: the engine's own events are the "(system)" choice.
         "users": list(get_user_model().objects.order_by("username").values_list("username", flat=True)),
-        "event_types": sorted(set(progress.EVENT_LABELS) | set(seen)),
+        "event_types": sorted(set(EventType.values) | set(seen)),
     }
 
 

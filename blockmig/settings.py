@@ -101,7 +101,6 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "channels",
     "django_htmx",
-    "django_tasks_db",
     "axes",
     "hosts",
     "blockmig",
@@ -201,13 +200,6 @@ CHANNEL_LAYERS = {
     }
 }
 
-TASKS = {
-    "default": {
-        "BACKEND": "django_tasks_db.DatabaseBackend",
-        "QUEUES": ["default", "migrations", "sync"],
-    }
-}
-
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -258,3 +250,6 @@ BLOCKMIG_WS_MAX_PER_USER = int(os.environ.get("BLOCKMIG_WS_MAX_PER_USER", "20"))
 # A socket's place in that count lapses this long after its daphne last renewed it (every
 # third of it), so the sockets of a daphne that crashed stop counting by themselves.
 BLOCKMIG_WS_SLOT_SECONDS = float(os.environ.get("BLOCKMIG_WS_SLOT_SECONDS", "60"))
+# Handshakes of one user that one daphne runs at once (up to the first frame); the user's
+# others wait their turn, so other users' handshakes are not stuck behind a burst of theirs.
+BLOCKMIG_WS_HANDSHAKES_PER_USER = int(os.environ.get("BLOCKMIG_WS_HANDSHAKES_PER_USER", "2"))

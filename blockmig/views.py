@@ -3,8 +3,9 @@ host pivot policy.
 
 Views stay thin: reads come from `blockmig.selectors`, writes go through
 `blockmig.lifecycle`, which decides and audits every refusal; its `Refused.message` is
-what the person sees. Which buttons a user gets is decided in `available_actions`, with
-the same rules, so a page does not offer a button that cannot work.
+what the person sees. Which buttons a user gets is decided in `available_actions`, from
+the lifecycle's own rules (blockmig.states), so a page does not offer a button that cannot
+work.
 
 For the live console (issue 4): `migration_context(migration, user)` is the context every
 fragment of `blockmig/migration_detail.html` renders from (partials `migration_status`,
@@ -28,12 +29,13 @@ from django.template.response import TemplateResponse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
-from blockmig import lifecycle, progress, selectors
+from blockmig import lifecycle, progress, selectors, states
 from blockmig.errors import Refused
 from blockmig.forms import AuditFilterForm, AutoPivotForm, BandwidthForm, MigrationRequestForm, storage_roots
 from blockmig.models import Migration
 from blockmig.states import State
 from hosts.models import Disk, Domain, Hypervisor
+from hosts.roles import ROLE_FOR
 
 MIGRATIONS_PER_PAGE = 25
 EVENTS_PER_PAGE = 50
@@ -41,17 +43,6 @@ FRAGMENTS = {"migration_status", "migration_actions", "migration_timeline", "mig
 EXPORT_TYPES = {"csv": "text/csv; charset=utf-8", "json": "application/json"}
 # Disks that hold no guest data worth moving (install media, floppies).
 NOT_MIGRATABLE_DEVICES = {"cdrom", "floppy"}
-
-# The role that carries each permission, for the 403 page's "ask for …" sentence.
-ROLE_FOR = {
-    "blockmig.view_migration": "viewer",
-    "blockmig.view_auditevent": "viewer",
-    "blockmig.add_migration": "operator",
-    "blockmig.change_migration": "operator",
-    "blockmig.approve_migration": "approver",
-    "blockmig.abort_migration": "operator or approver",
-    "hosts.change_hypervisor": "admin",
-}
 
 
 def _deny(perm: str, doing: str):
@@ -61,11 +52,6 @@ def _deny(perm: str, doing: str):
 
 
 # ---- which actions a user may use -----------------------------------------------------
-
-
-# Abort and bandwidth work until the pivot starts (the lifecycle allows both while a
-# migration still waits for a worker, which is when an operator most wants to cancel).
-BEFORE_PIVOT = (State.REQUESTED, State.PREFLIGHT, State.COPYING, State.READY)
 
 
 @dataclass(frozen=True)
@@ -86,17 +72,17 @@ class Actions:
 
 def available_actions(migration: Migration, user) -> Actions:
     state = migration.state
-    may_approve = user.has_perm("blockmig.approve_migration")
+    approver = user.has_perm("blockmig.approve_migration")
     own = migration.requested_by_id == user.pk
     note = ""
-    if may_approve and own and state == State.READY:
+    if approver and own and states.may_approve(state):
         note = "You requested this migration, so another approver must approve its pivot (four eyes)."
     return Actions(
-        approve=may_approve and not own and state == State.READY,
-        abort=user.has_perm("blockmig.abort_migration") and state in BEFORE_PIVOT,
-        bandwidth=user.has_perm("blockmig.change_migration") and state in BEFORE_PIVOT,
+        approve=approver and not own and states.may_approve(state),
+        abort=user.has_perm("blockmig.abort_migration") and states.may_abort(state),
+        bandwidth=user.has_perm("blockmig.change_migration") and states.may_change_bandwidth(state),
         approve_note=note,
-        may_act=may_approve or user.has_perm("blockmig.abort_migration") or user.has_perm("blockmig.change_migration"),
+        may_act=approver or user.has_perm("blockmig.abort_migration") or user.has_perm("blockmig.change_migration"),
     )
 
 
@@ -243,17 +229,14 @@ def migration_abort(request: HttpRequest, pk: int) -> HttpResponse:
 
 @require_POST
 def migration_bandwidth(request: HttpRequest, pk: int) -> HttpResponse:
-    form = BandwidthForm(request.POST)
-    if not form.is_valid():
-        if not request.user.has_perm("blockmig.change_migration"):
-            _deny("blockmig.change_migration", "Changing the bandwidth")
-        messages.error(request, " ".join(form.errors["bandwidth_mib"]))
-        return redirect("migration_detail", pk=pk)
-    value = form.cleaned_data["bandwidth_mib"]
+    # The value goes to the lifecycle as typed: it applies preflight's rule and audits a
+    # refusal (an invalid value is an attempt worth recording too).
+    raw = request.POST.get("bandwidth_mib", "").strip()
+    done = "Bandwidth limit removed (unlimited)." if raw == "0" else f"Bandwidth limit set to {raw} MiB/s."
     return _action(
         request, pk, "blockmig.change_migration",
-        lambda m: lifecycle.migration_set_bandwidth(migration=m, user=request.user, bandwidth_mib=value),
-        f"Bandwidth limit set to {value} MiB/s." if value else "Bandwidth limit removed (unlimited).",
+        lambda m: lifecycle.migration_set_bandwidth(migration=m, user=request.user, bandwidth_mib=raw),
+        done,
     )  # fmt: skip
 
 

@@ -42,10 +42,6 @@ class Hypervisor(models.Model):
         return self.name
 
     @property
-    def scheme(self) -> str:
-        return self.uri.split(":", 1)[0]
-
-    @property
     def is_stale(self) -> bool:
         """True when the last sync failed or none has succeeded: data shown is last-known."""
         return bool(self.last_sync_error) or self.last_sync_ok_at is None

@@ -34,6 +34,26 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
 ROLES = list(ROLE_PERMISSIONS)
 
 
+def roles_with(perm: str) -> list[str]:
+    """Every role that carries `perm`, in the order above."""
+    return [role for role, perms in ROLE_PERMISSIONS.items() if perm in perms]
+
+
+def least_roles(perm: str) -> list[str]:
+    """The roles that carry `perm` and hold no more than they need for it: none of the
+    others that carry it holds a strict subset of theirs (so the admin is named only for
+    what only the admin may do)."""
+    holders = roles_with(perm)
+    return [role for role in holders
+            if not any(set(ROLE_PERMISSIONS[other]) < set(ROLE_PERMISSIONS[role]) for other in holders)]
+
+
+# The role to ask for, per permission, for a 403 page's "… needs the operator role".
+ROLE_FOR: dict[str, str] = {
+    perm: " or ".join(least_roles(perm)) for perm in dict.fromkeys(p for perms in ROLE_PERMISSIONS.values() for p in perms)
+}
+
+
 def setup_roles() -> None:
     """Create or update the four groups so each holds exactly its permissions."""
     from django.contrib.auth.models import Group, Permission

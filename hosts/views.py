@@ -10,7 +10,6 @@ from django.core.paginator import Paginator
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.template.loader import render_to_string
 from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -18,7 +17,7 @@ from hosts import selectors
 from hosts.chain_picture import picture_for_disk
 from hosts.forms import HypervisorForm
 from hosts.models import Disk, Hypervisor
-from hosts.roles import ROLE_PERMISSIONS
+from hosts.roles import roles_with
 from hosts.signals import announce_hypervisor_added, announce_hypervisor_edited
 from hosts.sync import hypervisor_sync
 
@@ -32,10 +31,6 @@ MINI_PICTURE_WIDTH = 340
 DASHBOARD_MIGRATIONS = ["blockmig/_dashboard_migrations.html", "hosts/_no_migrations.html"]
 DOMAIN_ACTIONS = ["blockmig/_domain_actions.html", "hosts/_no_actions.html"]
 DISK_ACTIONS = ["blockmig/_disk_actions.html", "hosts/_no_actions.html"]
-
-
-def roles_with(perm: str) -> list[str]:
-    return [role for role, perms in ROLE_PERMISSIONS.items() if perm in perms]
 
 
 def permission_required(perm: str) -> Callable:
@@ -227,16 +222,3 @@ def disk_context(hypervisor: Hypervisor, disk: Disk) -> dict:
 def small_picture_for_disk(disk: Disk):
     """The small chain picture of the domain page (long chains folded)."""
     return picture_for_disk(disk, max_rows=MINI_PICTURE_ROWS, box_width=MINI_PICTURE_WIDTH)
-
-
-def render_chain_picture(disk: Disk, *, oob: bool = False, request: HttpRequest | None = None, small: bool = False) -> str:
-    """The disk's chain picture as HTML (element id chain-<disk pk>), for pushing over the
-    websocket; oob=True adds hx-swap-oob so htmx swaps it in by id. small=True is the
-    domain page's picture, full size the disk page's."""
-    picture = small_picture_for_disk(disk) if small else picture_for_disk(disk)
-    return render_to_string(
-        "hosts/disk_detail.html#chain_picture",
-        {"disk": disk, "picture": picture, "oob": oob},
-        request=request,
-    )
-

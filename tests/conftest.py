@@ -1,22 +1,13 @@
 """Shared fixtures: one user per role, a logged-in test client for any role, and test:///
-node files allowed wherever pytest's temporary directories are."""
-
-from functools import cache
+node files allowed wherever pytest's temporary directories are. (The user factory and the
+wait for a migration's state, which every tier uses, are in tests/helpers.py.)"""
 
 import pytest
-from django.contrib.auth.hashers import make_password
-from django.contrib.auth.models import Group, User
+from django.contrib.auth.models import User
 from django.test import Client, override_settings
 
 from hosts.roles import ROLES, setup_roles
-
-PASSWORD = "pw-for-tests"
-
-
-@cache
-def password_hash() -> str:
-    """Hash the shared test password once: the real hasher costs most of a second per user."""
-    return make_password(PASSWORD)
+from tests.helpers import make_user
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -31,12 +22,7 @@ def node_files_in_tmp(tmp_path_factory):
 def users(db) -> dict[str, User]:
     """role name → a user holding exactly that role (the admin is also staff, for /admin/)."""
     setup_roles()
-    people = {}
-    for role in ROLES:
-        user = User.objects.create(username=role, password=password_hash(), is_staff=role == "admin")
-        user.groups.add(Group.objects.get(name=role))
-        people[role] = user
-    return people
+    return {role: make_user(role, role, is_staff=role == "admin") for role in ROLES}
 
 
 @pytest.fixture

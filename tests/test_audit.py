@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.contrib.admin.sites import site
-from django.contrib.auth.models import User
 from django.db import connection
 from django.test import AsyncClient, RequestFactory
 from django.test.utils import CaptureQueriesContext
@@ -19,13 +18,9 @@ from blockmig.admin import AuditEventAdmin, MigrationAdmin
 from blockmig.models import AuditEvent, Migration
 from blockmig.selectors import EXPORT_COLUMNS
 from hosts.models import Hypervisor
+from tests.helpers import make_user
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture(autouse=True)
-def fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture
@@ -71,7 +66,7 @@ def test_viewer_sees_every_event_newest_first(client_for, trail):
 
 
 def test_user_without_a_role_is_refused(client, trail):
-    client.force_login(User.objects.create_user("nobody", password="x"))
+    client.force_login(make_user("nobody"))
     response = client.get(reverse("audit_list"))
     assert response.status_code == 403 and "viewer role" in response.content.decode()
 
@@ -232,16 +227,8 @@ async def test_export_streams_asynchronously_under_asgi(users_async, trail_async
 
 
 @pytest.fixture
-def users_async(transactional_db, settings):
-    from django.contrib.auth.models import Group
-
-    from hosts.roles import setup_roles
-
-    setup_roles()
-    viewer = User.objects.create_user("viewer", password="x")
-    viewer.groups.add(Group.objects.get(name="viewer"))
-    operator = User.objects.create_user("operator", password="x")
-    return {"viewer": viewer, "operator": operator}
+def users_async(transactional_db):
+    return {"viewer": make_user("viewer", "viewer"), "operator": make_user("operator")}
 
 
 @pytest.fixture
@@ -303,7 +290,7 @@ def test_migration_with_events_cannot_be_deleted(trail):
 
 @pytest.fixture
 def superuser(db):
-    return User.objects.create_superuser("root", password="x")
+    return make_user("root", is_superuser=True, is_staff=True)
 
 
 def test_admin_gives_no_add_change_or_delete_even_to_superusers(superuser):

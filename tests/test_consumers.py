@@ -25,6 +25,7 @@ from hosts.roles import setup_roles
 pytestmark = pytest.mark.django_db(transaction=True)
 
 ORIGIN = (b"origin", b"http://127.0.0.1:8000")
+HOST = (b"host", b"127.0.0.1:8000")  # a browser sends both; the Origin must match the Host
 TIMEOUT = 5
 
 
@@ -97,7 +98,7 @@ def session_cookie(user: User) -> bytes:
 
 
 async def connect(path: str, user: User | None = None) -> WebsocketCommunicator:
-    headers = [ORIGIN]
+    headers = [ORIGIN, HOST]
     if user is not None:
         headers.append((b"cookie", await sync_to_async(session_cookie)(user)))
     return WebsocketCommunicator(application, path, headers=headers)
@@ -149,7 +150,7 @@ async def test_socket_refused_from_foreign_origin(seed, people):
     cookie = await sync_to_async(session_cookie)(people["viewer"])
     comm = WebsocketCommunicator(
         application, f"/ws/migrations/{seed['migration'].pk}/",
-        headers=[(b"origin", b"http://evil.example"), (b"cookie", cookie)],
+        headers=[(b"origin", b"http://evil.example"), HOST, (b"cookie", cookie)],
     )
     connected, _ = await comm.connect(timeout=TIMEOUT)
     assert not connected

@@ -125,6 +125,115 @@ def test_spaces_and_unicode_survive_in_paths_and_domain_names():
     assert domain_identity(xml) == ("aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee", "web server ünïcødé 01")
 
 
+# ---- odd chains ---------------------------------------------------------------------------
+
+
+def test_inactive_xml_without_any_backing_store_is_a_chain_of_one():
+    """The inactive definition names no <backingStore> at all (libvirt probes it at start)."""
+    disk = only_disk(
+        "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>"
+        "<source file='/lab/snap2.qcow2'/><target dev='vda' bus='virtio'/></disk>"
+    )
+    assert disk.chain == (ChainLayer(depth=0, path="/lab/snap2.qcow2", format="qcow2", type="file"),)
+
+
+def test_network_layer_in_the_chain_is_named_by_protocol_host_and_export():
+    disk = only_disk(
+        "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='/lab/top.qcow2'/>"
+        "<backingStore type='network'><format type='raw'/>"
+        "<source protocol='nbd' name='golden'><host name='nbd1.example.org' port='10809'/></source>"
+        "<backingStore/></backingStore><target dev='vda' bus='virtio'/></disk>"
+    )
+    assert [(layer.path, layer.type, layer.format, layer.missing) for layer in disk.chain] == [
+        ("/lab/top.qcow2", "file", "qcow2", False),
+        ("nbd://nbd1.example.org:10809/golden", "network", "raw", False),
+    ]
+
+
+def test_network_source_without_port_or_host():
+    with_host = only_disk(
+        "<disk type='network' device='disk'><driver name='qemu' type='raw'/>"
+        "<source protocol='nbd' name='export'><host name='nbd1'/></source><target dev='vdb'/></disk>"
+    )
+    hostless = only_disk(
+        "<disk type='network' device='disk'><driver name='qemu' type='raw'/>"
+        "<source protocol='rbd' name='pool/img'/><target dev='vdc'/></disk>"
+    )
+    assert with_host.source == "nbd://nbd1/export"
+    assert hostless.source == "rbd:///pool/img"  # ceph.conf names the monitors
+
+
+def test_block_layer_in_the_chain_is_its_device():
+    disk = only_disk(
+        "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='/lab/overlay.qcow2'/>"
+        "<backingStore type='block'><format type='raw'/><source dev='/dev/vg0/golden'/><backingStore/></backingStore>"
+        "<target dev='vda' bus='virtio'/></disk>"
+    )
+    assert [(layer.depth, layer.path, layer.type) for layer in disk.chain] == [
+        (0, "/lab/overlay.qcow2", "file"),
+        (1, "/dev/vg0/golden", "block"),
+    ]
+
+
+def test_layer_whose_source_names_no_file_is_missing_at_the_end_too():
+    disk = only_disk(
+        "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='/lab/top.qcow2'/>"
+        "<backingStore type='file'><format type='qcow2'/><source/><backingStore/></backingStore>"
+        "<target dev='vda' bus='virtio'/></disk>"
+    )
+    assert [(layer.depth, layer.path, layer.missing) for layer in disk.chain] == [
+        (0, "/lab/top.qcow2", False),
+        (1, "", True),
+    ]
+
+
+def test_volume_source_in_a_pool_is_named_by_its_volume():
+    disk = only_disk(
+        "<disk type='volume' device='disk'><driver name='qemu' type='qcow2'/>"
+        "<source pool='images' volume='vm1.qcow2'/><target dev='vda' bus='virtio'/></disk>"
+    )
+    assert (disk.type, disk.source, disk.chain[0].type) == ("volume", "vm1.qcow2", "volume")
+
+
+def test_mirror_does_not_join_the_chain():
+    """During a copy the live XML carries <mirror> beside the chain: the copy's own backing
+    store describes the destination, not a layer of the disk."""
+    disk = only_disk(
+        "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='/lab/snap2.qcow2'/>"
+        "<backingStore type='file'><format type='qcow2'/><source file='/lab/snap1.qcow2'/><backingStore/></backingStore>"
+        "<mirror type='file' job='copy' ready='yes'><format type='qcow2'/><source file='/b/copy.qcow2'/>"
+        "<backingStore type='file'><format type='qcow2'/><source file='/lab/snap1.qcow2'/><backingStore/></backingStore>"
+        "</mirror><target dev='vda' bus='virtio'/></disk>"
+    )
+    assert [layer.path for layer in disk.chain] == ["/lab/snap2.qcow2", "/lab/snap1.qcow2"]
+    assert (disk.job.mirror_path, disk.job.ready) == ("/b/copy.qcow2", True)
+
+
+def test_mirror_to_a_block_device():
+    job = only_disk(
+        "<disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='/lab/a.raw'/>"
+        "<mirror type='block' job='copy' ready='no'><format type='raw'/><source dev='/dev/vg1/a'/></mirror>"
+        "<target dev='vda' bus='virtio'/></disk>"
+    ).job
+    assert (job.mirror_path, job.mirror_format, job.ready) == ("/dev/vg1/a", "raw", False)
+
+
+def test_active_commit_mirror_names_its_job():
+    job = only_disk(
+        "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='/lab/snap2.qcow2'/>"
+        "<mirror type='file' job='active-commit' ready='yes'><format type='qcow2'/><source file='/lab/snap1.qcow2'/></mirror>"
+        "<target dev='vda' bus='virtio'/></disk>"
+    ).job
+    assert (job.type, job.mirror_path, job.ready) == ("active-commit", "/lab/snap1.qcow2", True)
+
+
+def test_a_mirror_being_pivoted_or_aborted_is_not_ready():
+    """Invariant 1: only ready='yes' is ready; libvirt writes 'pivot' and 'abort' while it
+    is ending the job, and neither may be approved."""
+    for ready in ("pivot", "abort", ""):
+        assert only_disk(mirror_disk(ready)).job.ready is False
+
+
 def mirror_disk(ready: str) -> str:
     return (
         "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='/lab/snap2.qcow2'/>"

@@ -1,6 +1,6 @@
 """Every change people make to a hypervisor is in the audit trail (from its pages and from
 the Django admin), and so is every refused start and refused policy change; a disabled
-hypervisor is never connected to, by the sync loop, its task or an operator's refresh."""
+hypervisor is never connected to, by the sync loop or an operator's refresh."""
 
 import pytest
 from django.urls import reverse
@@ -10,7 +10,6 @@ from blockmig.lifecycle import DiskRequest, hypervisor_set_auto_pivot, migration
 from blockmig.models import AuditEvent, Migration
 from hosts.models import Domain, Hypervisor
 from hosts.sync import hypervisor_sync
-from hosts.tasks import sync_hypervisor
 from hosts.testnode import node_uri, write_node
 
 
@@ -162,13 +161,6 @@ def test_sync_reads_enabled_from_the_row_not_a_stale_object(db, node):
     host = Hypervisor.objects.create(name="off", uri=node_uri(node))
     Hypervisor.objects.filter(pk=host.pk).update(enabled=False)
     assert host.enabled and not hypervisor_sync(host).ok
-    assert_never_connected(host)
-
-
-def test_sync_task_never_connects_to_a_disabled_host(db, node):
-    host = Hypervisor.objects.create(name="off", uri=node_uri(node), enabled=False)
-    outcome = sync_hypervisor.call(host.pk)
-    assert outcome["ok"] is False and "is disabled" in outcome["error"]
     assert_never_connected(host)
 
 

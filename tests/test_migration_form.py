@@ -5,19 +5,13 @@ import pytest
 from django.urls import reverse
 
 from blockmig import lifecycle
-from blockmig.errors import Refused
 from blockmig.forms import MigrationRequestForm, check_destination, suggested_destination
 from blockmig.models import AuditEvent, Migration
 from hosts.models import ChainLayer, Disk, Domain, Hypervisor
+from hosts.testnode import FakeDomain, node_uri, node_xml
 
 ROOT = "/srv/images"
 UUID = "6f1c2d3e-0000-4000-8000-000000000001"
-
-
-@pytest.fixture(autouse=True)
-def fast_passwords(settings):
-    # The role users are created per test; the default hasher makes that seconds each.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture
@@ -57,7 +51,11 @@ def no_lifecycle(monkeypatch):
 
 @pytest.fixture
 def captured(monkeypatch, users, host):
-    """Stand in for the engine: record the call, create the row it would create."""
+    """Record what the view hands the lifecycle and create the row it would create.
+
+    The real request passes preflight only on a running QEMU domain (libvirt's test driver
+    has no block jobs to check), so the real path is the browser tier's: an operator fills
+    this form against the lab (tests/browser/test_live_migration.py)."""
     calls = []
 
     def fake_request(*, user, hypervisor, domain_uuid, disks, **options):
@@ -278,29 +276,50 @@ def test_domain_form_ignores_unchosen_disks(client_for, domain_url, captured):
     assert captured[0]["disks"] == [lifecycle.DiskRequest("vdb", "/backups/b.qcow2")]
 
 
-def test_lifecycle_refusal_with_a_field_shows_beside_that_field(client_for, disk_url, monkeypatch):
-    message = f"{ROOT}/copy.qcow2 already exists: choose another name, or tick “reuse” if it was prepared for this copy."
+@pytest.fixture
+def host_says(host, tmp_path):
+    """host_says("shutoff") → the host becomes a libvirt test:/// node on which testvm is in
+    that state, whatever the stored inventory says: the real lifecycle asks it (preflight)."""
 
-    def refuse(**kwargs):
-        raise Refused(message, "destination")
+    def make(state: str = "running"):
+        disks = "".join(
+            f"<disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='{ROOT}/{name}'/>"
+            f"<target dev='{target}' bus='virtio'/></disk>"
+            for target, name in (("vda", "snap2.qcow2"), ("vdb", "data.raw"))
+        )
+        node = tmp_path / "kvm01.xml"
+        node.write_text(node_xml([FakeDomain(UUID, "testvm", state, True, disks, 1, 2)]), encoding="utf-8")
+        host.uri = node_uri(node)
+        host.save()
+        return host
 
-    monkeypatch.setattr(lifecycle, "migration_request", refuse)
-    response = post_disk(client_for("operator"), disk_url)
+    return make
+
+
+def test_lifecycle_refusal_with_a_field_shows_beside_that_field(client_for, host_says, disk_url):
+    # The inventory says the host can write synchronously, so the form offers it; the host
+    # itself (libvirt's test driver) cannot, and preflight refuses beside that box.
+    host = host_says("running")
+    host.supports_sync_writes = True
+    host.save()
+    response = post_disk(client_for("operator"), disk_url, synchronous_writes="on")
+    message = "kvm01 cannot do synchronous writes (needs libvirt ≥ 8.0 and QEMU ≥ 3.0)."
     assert response.status_code == 200
-    assert field_errors(response, "destination") == [message]
-    assert message.replace("“", "&ldquo;") in response.content.decode() or "already exists" in response.content.decode()
+    assert field_errors(response, "synchronous_writes") == [message]
+    assert 'id="id_synchronous_writes_error"' in response.content.decode()
+    assert not Migration.objects.exists()
+    assert AuditEvent.objects.get().details["reason"] == message
 
 
-def test_lifecycle_refusal_without_a_field_shows_above_the_form(client_for, disk_url, monkeypatch):
-    def refuse(**kwargs):
-        raise Refused("testvm is shut off, not running: a block copy needs a running domain.")
-
-    monkeypatch.setattr(lifecycle, "migration_request", refuse)
+def test_lifecycle_refusal_without_a_field_shows_above_the_form(client_for, host_says, disk_url):
+    # The inventory (last sync) says running; the host says shut off.
+    host_says("shutoff")
     response = post_disk(client_for("operator"), disk_url)
     assert response.context["form"].non_field_errors() == [
-        "testvm is shut off, not running: a block copy needs a running domain."
+        "testvm is shutoff, not running: a block copy needs a running domain."
     ]
     assert 'role="alert"' in response.content.decode()
+    assert not Migration.objects.exists()
 
 
 def test_real_lifecycle_refuses_a_disabled_host_before_libvirt(client_for, host, disk_url):

@@ -8,7 +8,6 @@ where it needs no host)."""
 from datetime import timedelta
 
 import pytest
-from django.contrib.auth.models import User
 from django.db import connection
 from django.template.loader import render_to_string
 from django.test import RequestFactory
@@ -16,18 +15,14 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from blockmig import progress, selectors
+from blockmig import selectors
 from blockmig.models import AuditEvent, Migration, MigrationDisk
 from blockmig.states import State
 from hosts.models import Disk, Domain, Hypervisor
+from tests.helpers import make_user
 
 GIB = 1024**3
 MIB = 1024**2
-
-
-@pytest.fixture(autouse=True)
-def fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture
@@ -168,7 +163,7 @@ def test_unknown_migration_is_404(client_for, db, users):
 
 def test_user_without_a_role_cannot_see_migrations(make, client):
     m = make()
-    nobody = User.objects.create_user("nobody", password="x")
+    nobody = make_user("nobody")
     client.force_login(nobody)
     response = client.get(reverse("migration_detail", args=[m.pk]))
     assert response.status_code == 403 and "viewer role" in response.content.decode()
@@ -214,6 +209,30 @@ def test_nobody_gets_buttons_after_the_pivot(client_for, make):
         m = make(state)
         for role in ("operator", "approver", "admin"):
             assert buttons(page(client_for(role), m), m) == set(), (state, role)
+
+
+@pytest.mark.parametrize("state", list(State))
+def test_the_page_offers_exactly_what_the_lifecycle_accepts(client_for, make, users, state):
+    """One rule: every button the page shows works, and every action it hides is refused."""
+    from blockmig import lifecycle
+    from blockmig.errors import Refused
+
+    admin = users["admin"]  # holds every permission and did not request these
+    shown = make(state)
+    offered = buttons(page(client_for("admin"), shown), shown)
+    actions = {
+        "approve": lambda m: lifecycle.migration_approve(migration=m, user=admin),
+        "abort": lambda m: lifecycle.migration_abort(migration=m, user=admin),
+        "bandwidth": lambda m: lifecycle.migration_set_bandwidth(migration=m, user=admin, bandwidth_mib=5),
+    }
+    accepted = set()
+    for name, act in actions.items():
+        try:
+            act(make(state))
+        except Refused:
+            continue
+        accepted.add(name)
+    assert offered == accepted
 
 
 # ---- action POSTs -------------------------------------------------------------------------
@@ -290,6 +309,15 @@ def test_negative_bandwidth_refused_with_a_message(client_for, make):
     assert "Bandwidth cannot be negative; use 0 for unlimited." in response.content.decode()
     m.refresh_from_db()
     assert m.bandwidth_mib == 10
+
+
+@pytest.mark.parametrize("value", ["-3", "abc", "2.5", "", "99999999999999999999"])
+def test_invalid_bandwidth_attempt_is_audited_with_the_user_and_the_reason(client_for, make, value):
+    m = make(State.COPYING, bandwidth_mib=10)
+    client_for("operator").post(action_urls(m)["bandwidth"], {"bandwidth_mib": value})
+    refusal = m.events.get(event_type="refused")
+    assert refusal.actor_name == "operator" and refusal.details["action"] == "set_bandwidth"
+    assert "Bandwidth" in refusal.details["reason"]
 
 
 def test_bandwidth_set_before_the_copy_starts(client_for, make):
@@ -512,73 +540,3 @@ def test_dashboard_includes_the_block(client_for, make):
     make(State.READY)
     html = client_for("viewer").get(reverse("dashboard")).content.decode()
     assert 'id="dashboard-migrations-block"' in html
-
-
-# ---- progress maths (pure) ----------------------------------------------------------------
-
-
-def test_percent_is_none_until_the_total_is_known():
-    assert progress.percent(0, 0) is None
-    assert progress.percent(50, 200) == 25.0
-    assert progress.percent(300, 200) == 100.0
-
-
-def test_eta_from_remaining_bytes_and_rate():
-    assert progress.eta_seconds(GIB // 2, GIB, 64 * MIB) == 8.0
-    assert progress.eta_seconds(10, 100, 0) is None
-    assert progress.eta_seconds(0, 0, 100) is None
-
-
-@pytest.mark.parametrize(
-    "seconds, text",
-    [(None, "—"), (0.2, "< 1 s"), (42, "42 s"), (185, "3 min 05 s"), (3725, "1 h 02 min")],
-)
-def test_eta_wording(seconds, text):
-    assert progress.format_eta(seconds) == text
-
-
-def test_rate_and_bytes_wording():
-    assert progress.format_rate(0) == "—"
-    assert progress.format_rate(1.5 * MIB) == "1.5 MiB/s"
-    assert progress.format_bytes(512) == "512 B"
-    assert progress.format_bytes(3 * GIB // 2) == "1.5 GiB"
-
-
-def test_progress_eta_only_while_copying():
-    assert progress.Progress(0, GIB, 64 * MIB, State.COPYING).eta_text == "16 s"
-    assert progress.Progress(GIB, GIB, 64 * MIB, State.READY).eta_text == "mirror in sync"
-    assert progress.Progress(0, GIB, 0, State.COPYING).eta_text == "—"
-    assert progress.Progress(0, 0, 0, State.COMPLETED).percent == 100.0
-
-
-def test_moving_rate_averages_over_the_window():
-    rate = progress.MovingRate(window=4)
-    assert rate.add(0, 0) == 0.0
-    rate.add(1, 100 * MIB)
-    rate.add(2, 100 * MIB)  # a stall
-    assert rate.add(3, 300 * MIB) == pytest.approx(100 * MIB)
-    rate.add(10, 1000 * MIB)
-    assert rate.samples[0][0] >= 3  # old samples left the window
-
-
-def test_moving_rate_restarts_when_cur_goes_back():
-    rate = progress.MovingRate()
-    rate.add(0, 500)
-    rate.add(1, 1000)
-    rate.add(2, 100)
-    assert rate.rate == 0.0
-
-
-def test_growth_note_wording():
-    assert progress.growth_note(total_grew=False, synchronous_writes=False, host_supports_sync=True) == ""
-    assert "synchronous writes" in progress.growth_note(total_grew=True, synchronous_writes=False, host_supports_sync=True)
-    assert "cannot do synchronous writes" in progress.growth_note(
-        total_grew=True, synchronous_writes=False, host_supports_sync=False
-    )
-    assert "will still converge" in progress.growth_note(total_grew=True, synchronous_writes=True, host_supports_sync=True)
-
-
-def test_phase_wording():
-    assert progress.phase_label("copying") == "Copying"
-    assert progress.phase_label("ready") == "Ready — awaiting approval"
-    assert progress.phase_label("ready", auto_pivot=True).startswith("Ready — pivoting automatically")

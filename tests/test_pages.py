@@ -192,30 +192,41 @@ def test_disk_page_has_the_actions_slot_and_a_swappable_picture(client_for, host
     assert "No backing chain known for this disk (network disks report none)." in html
 
 
-def test_chain_picture_fragment_renders_alone_for_the_live_console(hosts):
-    from hosts.views import render_chain_picture
+def live_request(user):
+    """A request as the live consumers render with (blockmig.live_fragments)."""
+    from django.test import RequestFactory
+
+    request = RequestFactory().get("/")
+    request.user = user
+    return request
+
+
+def test_disk_page_push_carries_the_chain_picture_swapped_by_id(hosts, users):
+    from blockmig import live_fragments
 
     domain = Domain.objects.create(hypervisor=hosts["ok"], uuid="aaaaaaaa-0000-4000-8000-000000000004", name="vm", state="running")
     disk = Disk.objects.create(domain=domain, target="vda", source="/lab/a.qcow2")
     ChainLayer.objects.create(disk=disk, depth=0, path="/lab/a.qcow2", format="qcow2")
-    html = render_chain_picture(disk, oob=True).strip()
-    assert html.startswith(f'<div id="chain-{disk.pk}"') and 'hx-swap-oob="true"' in html and "<svg" in html
+    frame = live_fragments.disk_pages(live_request(users["viewer"]), hosts["ok"].pk, [disk.pk], {})
+    picture = frame[frame.index(f'<div id="chain-{disk.pk}"'):]
+    assert picture.split(">", 1)[0].endswith('hx-swap-oob="true"') and "<svg" in picture
+    assert "folded" not in picture
 
 
-def test_small_chain_picture_fragment_is_the_domain_pages(client_for, hosts):
-    from hosts.views import render_chain_picture
+def test_domain_page_push_carries_the_small_chain_picture_the_page_shows(client_for, hosts, users):
+    from blockmig import live_fragments
 
     domain = Domain.objects.create(hypervisor=hosts["ok"], uuid="aaaaaaaa-0000-4000-8000-000000000005", name="vm", state="running")
     disk = Disk.objects.create(domain=domain, target="vda", source="/lab/l0.qcow2")
     for depth in range(6):
         ChainLayer.objects.create(disk=disk, depth=depth, path=f"/lab/l{depth}.qcow2", format="qcow2")
-    small = render_chain_picture(disk, oob=True, small=True).strip()
-    assert small.startswith(f'<div id="chain-{disk.pk}"') and 'hx-swap-oob="true"' in small
+    frame, _seen = live_fragments.domain_page(live_request(users["viewer"]), hosts["ok"].pk, domain.uuid)
+    pushed = frame[frame.index(f'<div id="chain-{disk.pk}"'):]
+    assert "folded; the disk page shows them all" in pushed
     page = client_for("viewer").get(reverse("domain_detail", args=["lab", domain.uuid])).content.decode()
     on_page = page[page.index(f'<div id="chain-{disk.pk}"'):]
-    assert on_page.startswith(small.replace(' hx-swap-oob="true"', "")[:2000])
-    assert "folded; the disk page shows them all" in small
-    assert "folded" not in render_chain_picture(disk, oob=True)
+    # The picture inside the pushed disks block is the page's own (that block is swapped whole).
+    assert on_page[:2000] == pushed[:2000]
 
 
 def test_unknown_host_domain_or_disk_is_404(client_for, hosts):

@@ -1,24 +1,20 @@
 """Preflight refusals that need no host: each names what to fix and changes nothing."""
 
 import pytest
-from django.contrib.auth.models import Group, User
 
 from blockmig.errors import Refused
 from blockmig.lifecycle import DiskRequest, migration_request
 from blockmig.models import AuditEvent, Migration
 from blockmig.preflight import check_bandwidth, check_destination_shape, check_options
 from hosts.models import Hypervisor
-from hosts.roles import setup_roles
+from tests.helpers import make_user
 
 ROOTS = ["/srv/backups"]
 
 
 @pytest.fixture
 def operator(db):
-    setup_roles()
-    user = User.objects.create_user("op")
-    user.groups.add(Group.objects.get(name="operator"))
-    return User.objects.get(pk=user.pk)
+    return make_user("op", "operator")
 
 
 @pytest.fixture
@@ -127,11 +123,8 @@ def test_unknown_format_refused():
 
 
 def test_user_without_operator_role_refused(db, host):
-    setup_roles()
-    viewer = User.objects.create_user("v")
-    viewer.groups.add(Group.objects.get(name="viewer"))
     with pytest.raises(Refused, match="operator role"):
-        request(User.objects.get(pk=viewer.pk), host)
+        request(make_user("v", "viewer"), host)
     assert_nothing_changed()
 
 

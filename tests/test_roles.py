@@ -7,6 +7,7 @@ import pytest
 from django.urls import reverse
 
 from hosts.models import ChainLayer, Disk, Domain, Hypervisor
+from tests.helpers import make_user
 
 ALL = {"viewer", "operator", "approver", "admin"}
 UUID = "00000000-0000-4000-8000-00000000beef"
@@ -111,8 +112,8 @@ def test_anonymous_is_sent_to_login(case, client_for, inventory, syncs):
     assert snapshot() == before and not syncs()
 
 
-def test_user_without_a_role_sees_nothing(django_user_model, client, inventory):
-    client.force_login(django_user_model.objects.create_user("nobody"))
+def test_user_without_a_role_sees_nothing(client, inventory):
+    client.force_login(make_user("nobody"))
     response = client.get(reverse("hypervisor_list"))
     assert response.status_code == 403
     assert "This needs the viewer or operator or approver or admin role." in response.content.decode()
@@ -151,3 +152,31 @@ def test_admin_shows_inventory_read_only(client_for, inventory):
     assert page.status_code == 200 and 'name="name"' not in page.content.decode()
     assert client.post(reverse("admin:hosts_domain_delete", args=[domain.pk]), {"post": "yes"}).status_code == 403
     assert Domain.objects.filter(pk=domain.pk).exists()
+
+
+# ---- the role to ask for ------------------------------------------------------------------
+
+
+def test_the_role_to_ask_for_is_the_least_that_carries_the_permission():
+    from hosts.roles import ROLE_FOR
+
+    assert {perm: ROLE_FOR[perm] for perm in (
+        "blockmig.view_migration", "blockmig.view_auditevent", "blockmig.add_migration", "blockmig.change_migration",
+        "blockmig.approve_migration", "blockmig.abort_migration", "hosts.change_hypervisor",
+    )} == {
+        "blockmig.view_migration": "viewer",
+        "blockmig.view_auditevent": "viewer",
+        "blockmig.add_migration": "operator",
+        "blockmig.change_migration": "operator",
+        "blockmig.approve_migration": "approver",
+        "blockmig.abort_migration": "operator or approver",
+        "hosts.change_hypervisor": "admin",
+    }
+
+
+def test_every_permission_a_role_holds_has_a_role_to_ask_for():
+    from hosts.roles import ROLE_FOR, ROLE_PERMISSIONS, roles_with
+
+    for perms in ROLE_PERMISSIONS.values():
+        for perm in perms:
+            assert ROLE_FOR[perm] and all(role in roles_with(perm) for role in ROLE_FOR[perm].split(" or "))

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -111,17 +110,6 @@ def busy_seed_domain(site, domain_factory) -> SeedDomain:
 @pytest.fixture
 def seed_domain(site, domain_factory) -> SeedDomain:
     return _register(site, domain_factory.seed("seed"))
-
-
-def wait_for_state(site, migration_id: int, states: set[str], timeout: float = 60.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = site.call(remote.migration_state, migration_id=migration_id)
-        if found["state"] in states:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"migration #{migration_id} is {found}, not one of {states} after {timeout} s")
-        time.sleep(0.2)
 
 
 @pytest.fixture(scope="session")

@@ -4,15 +4,15 @@ without pytest, because the call server imports them by name."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 PASSWORD = "pw-browser-tier"
 
 
 def create_people() -> None:
-    from django.contrib.auth.models import Group, User
+    from tests.helpers import make_people
 
-    for name in ("operator", "approver", "viewer"):
-        user = User.objects.create_user(name, password=PASSWORD)
-        user.groups.add(Group.objects.get(name=name))
+    make_people([("operator", "operator"), ("approver", "approver"), ("viewer", "viewer")], password=PASSWORD)
 
 
 def register_domain(hypervisor_name: str, domain_uuid: str, allowed_root: str) -> dict:
@@ -40,22 +40,6 @@ def request_migration(hypervisor_name: str, domain_uuid: str, destination: str, 
     return migration.pk
 
 
-def migration_for(domain_uuid: str) -> dict | None:
-    from blockmig.models import Migration
-
-    migration = Migration.objects.filter(domain_uuid=domain_uuid).order_by("-pk").first()
-    if migration is None:
-        return None
-    return {"id": migration.pk, "state": migration.state, "failure_reason": migration.failure_reason}
-
-
-def migration_state(migration_id: int) -> dict:
-    from blockmig.models import Migration
-
-    migration = Migration.objects.get(pk=migration_id)
-    return {"state": migration.state, "failure_reason": migration.failure_reason}
-
-
 def approve(migration_id: int) -> None:
     from django.contrib.auth.models import User
 
@@ -76,27 +60,42 @@ def abort_if_active(migration_id: int) -> None:
         migration_abort(migration=migration, user=User.objects.get(username="operator"))
 
 
-def inventory_rows(hypervisor_name: str, add: list[str] = (), remove: list[str] = (), sync_error: str = "") -> dict:
-    """Change a host's inventory rows as a sync would (the host is created, unreachable, on
-    first use), commit, and publish it: name → uuid of its domains afterwards."""
-    from django.db import transaction
-    from django.utils import timezone
+def sync_test_host(hypervisor_name: str, domains: list[str]) -> dict:
+    """The host is libvirt's test driver on a node file holding `domains` (running, one raw
+    disk each; a name keeps its uuid from one call to the next), and the real sync reads it,
+    stores it and publishes the change (hosts.sync). Name → uuid of its domains afterwards."""
+    import uuid
 
-    from blockmig import publish
+    from django.conf import settings
+
     from hosts.models import Domain, Hypervisor
+    from hosts.sync import hypervisor_sync
+    from hosts.testnode import FakeDomain, node_uri, node_xml
 
-    with transaction.atomic():
-        hypervisor, _ = Hypervisor.objects.get_or_create(
-            name=hypervisor_name, defaults={"uri": "qemu+tcp://127.0.0.1:1/system", "last_sync_ok_at": timezone.now()}
-        )
-        count = Domain.objects.count()
-        for i, name in enumerate(add):
-            Domain.objects.create(hypervisor=hypervisor, uuid=f"0b0b0b0b-0000-4000-8000-{count + i:012d}", name=name, state="running")
-        Domain.objects.filter(hypervisor=hypervisor, name__in=remove).delete()
-        now = timezone.now()
-        if sync_error:
-            Hypervisor.objects.filter(pk=hypervisor.pk).update(last_sync_error=sync_error, last_sync_attempt_at=now)
-        else:
-            Hypervisor.objects.filter(pk=hypervisor.pk).update(last_sync_error="", last_sync_ok_at=now, last_sync_attempt_at=now)
-        transaction.on_commit(lambda: publish.inventory_changed(hypervisor.pk))
+    directory = Path(settings.BLOCKMIG_TEST_DRIVER_DIR)
+    directory.mkdir(parents=True, exist_ok=True)
+    node = directory / f"{hypervisor_name}.xml"
+    fakes = []
+    for name in domains:
+        disk = (f"<disk type='file' device='disk'><driver name='qemu' type='raw'/>"
+                f"<source file='/srv/images/{name}.raw'/><target dev='vda' bus='virtio'/></disk>")
+        fakes.append(FakeDomain(str(uuid.uuid5(uuid.NAMESPACE_URL, f"{hypervisor_name}/{name}")), name, "running", True, disk, 1, 1))
+    node.write_text(node_xml(fakes), encoding="utf-8")
+    hypervisor, _ = Hypervisor.objects.get_or_create(name=hypervisor_name, defaults={"uri": node_uri(node)})
+    result = hypervisor_sync(hypervisor, force=True)
+    assert result.ok, result.error
     return dict(Domain.objects.filter(hypervisor=hypervisor).values_list("name", "uuid"))
+
+
+def lose_test_host(hypervisor_name: str) -> str:
+    """The host's node file goes away (the host is gone); the real sync fails, keeps the
+    last-known rows and publishes the stale state. Returns the error the pages show."""
+    from django.conf import settings
+
+    from hosts.models import Hypervisor
+    from hosts.sync import hypervisor_sync
+
+    (Path(settings.BLOCKMIG_TEST_DRIVER_DIR) / f"{hypervisor_name}.xml").unlink()
+    result = hypervisor_sync(Hypervisor.objects.get(name=hypervisor_name))
+    assert not result.ok
+    return result.error

@@ -13,7 +13,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.browser import remote
-from tests.browser.conftest import wait_for_state
+from tests.helpers import migration_row, wait_for_state
 
 pytestmark = pytest.mark.browser
 
@@ -87,7 +87,7 @@ def test_operator_starts_and_approver_approves_live(site, seed_domain, login, sc
         expect(page.locator(f"#chain-{vm.disk_pk}-desc")).to_have_text(mirroring, timeout=LIVE)
         expect(page.locator(f"#chain-{vm.disk_pk} g.layer--mirror")).to_contain_text("copy.qcow2")
         assert_not_reloaded(page)
-    assert site.call(remote.migration_state, migration_id=migration_id)["state"] in {"copying", "ready"}
+    assert site.call(migration_row, migration_id=migration_id)["state"] in {"copying", "ready"}
     picture(disk_page, chain, screenshots / "chain-mirroring.png")
 
     # The approver's dashboard: the migration appears, then the count of those awaiting approval.
@@ -115,7 +115,7 @@ def test_operator_starts_and_approver_approves_live(site, seed_domain, login, sc
     for page in (approver, operator):
         expect(phase(page, migration_id)).to_have_text(COMPLETED, timeout=60_000)
         assert_not_reloaded(page)
-    assert site.call(remote.migration_state, migration_id=migration_id)["state"] == "completed"
+    assert site.call(migration_row, migration_id=migration_id)["state"] == "completed"
     approver.screenshot(path=screenshots / "migration-completed.png", full_page=True)
 
     # The chain picture is redrawn: copy ← snap1 ← base, snap2 no longer in it.
@@ -153,7 +153,7 @@ def test_viewer_sees_progress_and_no_buttons(site, seed_domain, login):
         expect(viewer.locator("form.mig-approve, form.mig-bandwidth, details.mig-abort")).to_have_count(0)
     finally:
         site.call(remote.abort_if_active, migration_id=migration_id)
-        wait_for_state(site, migration_id, {"aborted", "failed", "completed"})
+        wait_for_state(migration_id, {"aborted", "failed", "completed"}, on=site)
 
 
 CUT_SOCKET = """(selector) => {
@@ -196,7 +196,7 @@ def test_socket_cut_and_restored_catches_up(site, seed_domain, login):
 
     # Meanwhile the migration is approved and pivots; the cut page cannot hear it.
     site.call(remote.approve, migration_id=migration_id)
-    assert wait_for_state(site, migration_id, {"completed", "failed"})["state"] == "completed"
+    assert wait_for_state(migration_id, {"completed", "failed"}, on=site)["state"] == "completed"
     expect(phase(page, migration_id)).to_have_text(READY)
 
     # Restored: the consumer sends the page's current fragments on connect — the true state.
@@ -223,10 +223,10 @@ def test_socket_cut_mid_copy_and_restored_catches_up(site, busy_seed_domain, log
 
         page.evaluate(CUT_SOCKET, ".mig-layout")
         expect(page.locator(".mig-layout")).to_have_attribute("data-live", "cut", timeout=10_000)
-        assert site.call(remote.migration_state, migration_id=migration_id)["state"] == "copying"
+        assert site.call(migration_row, migration_id=migration_id)["state"] == "copying"
 
         site.call(remote.abort_if_active, migration_id=migration_id)
-        assert wait_for_state(site, migration_id, {"aborted", "failed"})["state"] == "aborted"
+        assert wait_for_state(migration_id, {"aborted", "failed"}, on=site)["state"] == "aborted"
         expect(phase(page, migration_id)).to_have_text("Copying")
 
         page.evaluate(RESTORE_SOCKET)
@@ -240,10 +240,11 @@ def test_socket_cut_mid_copy_and_restored_catches_up(site, busy_seed_domain, log
 
 def test_inventory_pages_follow_a_sync(site, login):
     """The hypervisor page's table follows a sync for the search the user typed (its socket
-    is reopened for the new search), the stale banner appears; an open domain page says its
-    domain is gone. Rows are changed as a sync would change them."""
+    is reopened for the new search); an open domain page says its domain is gone; when the
+    host can no longer be read the stale banner appears on both. The host is libvirt's test
+    driver and every change comes from the real sync (hosts.sync)."""
     host = f"inv-{uuid.uuid4().hex[:8]}"
-    domains = site.call(remote.inventory_rows, hypervisor_name=host, add=["alpha", "beta-1", "beta-2"])
+    domains = site.call(remote.sync_test_host, hypervisor_name=host, domains=["alpha", "beta-1", "beta-2"])
     viewer = login("viewer")
     viewer.goto(f"/hosts/{host}/")
     wait_live(viewer)
@@ -259,15 +260,17 @@ def test_inventory_pages_follow_a_sync(site, login):
     expect(table).to_contain_text("2 domains match “beta”")
     wait_live(viewer)
 
-    error = "Cannot reach qemu+tcp://127.0.0.1:1/system: Connection refused."
-    site.call(remote.inventory_rows, hypervisor_name=host, add=["beta-3", "gamma"], remove=["beta-1"], sync_error=error)
-    expect(table).to_contain_text("2 domains match “beta”", timeout=LIVE)
+    site.call(remote.sync_test_host, hypervisor_name=host, domains=["alpha", "beta-2", "beta-3", "gamma"])
     expect(table).to_contain_text("beta-3", timeout=LIVE)
+    expect(table).to_contain_text("2 domains match “beta”")
     expect(table).not_to_contain_text("beta-1")
     expect(table).not_to_contain_text("gamma")
+    expect(domain_page.locator("#domain-gone")).to_contain_text(f"This domain no longer exists on {host}", timeout=LIVE)
+
+    error = site.call(remote.lose_test_host, hypervisor_name=host)
     expect(viewer.locator("[id^=stale-]")).to_contain_text(error, timeout=LIVE)
     expect(viewer.locator("#hypervisor-title")).to_contain_text("stale")
-    expect(domain_page.locator("#domain-gone")).to_contain_text(f"This domain no longer exists on {host}", timeout=LIVE)
-    expect(domain_page.locator("[id^=stale-]")).to_contain_text(error)
+    expect(domain_page.locator("[id^=stale-]")).to_contain_text(error, timeout=LIVE)
+    expect(table).to_contain_text("beta-3")  # the last-known rows stay
     for page in (viewer, domain_page):
         assert_not_reloaded(page)

@@ -26,7 +26,8 @@ import psycopg
 import pytest
 
 from tests.deploy.conftest import PG_PORT, RemoteError, _admin_connection
-from tests.deploy.test_deployment import count, on_deployment_migration, wait_for_state
+from tests.deploy.test_deployment import count
+from tests.helpers import make_people, migration_row, wait_for_state
 from tests.lab.engine_helpers import has_block_job
 
 MiB = 2**20
@@ -39,13 +40,7 @@ LEASE_SECONDS = 3  # conftest.LEASES
 # -- run inside the deployment ------------------------------------------------------------------
 
 def on_deployment_create_fault_people() -> None:
-    from django.contrib.auth.models import Group, User
-
-    for name, role in ((OPERATOR, "operator"), (APPROVER, "approver")):
-        user, _ = User.objects.get_or_create(username=name)
-        user.set_password(PASSWORD)
-        user.save()
-        user.groups.add(Group.objects.get(name=role))
+    make_people([(OPERATOR, "operator"), (APPROVER, "approver")], password=PASSWORD)
 
 
 def on_deployment_request(domain_uuid: str, destination: str, allowed_root: str, bandwidth_mib: int) -> int:
@@ -140,7 +135,7 @@ def stopped_for_two_leases(deployment, migration_id: int) -> None:
         down_until = time.monotonic() + 2 * LEASE_SECONDS
         # The deployment itself cannot read its database meanwhile (proof the outage is real).
         with pytest.raises(RemoteError, match="OperationalError"):
-            deployment.call(on_deployment_migration, migration_id=migration_id)
+            deployment.call(migration_row, migration_id=migration_id)
         time.sleep(max(0.0, down_until - time.monotonic()))
     finally:
         pg_ctl("start", "-o", options)
@@ -160,7 +155,7 @@ def test_postgresql_restarted_while_copying(deployment, fault_people, lab_domain
     # 1 MiB/s keeps 32 MiB copying for half a minute: the outage falls in the middle of it.
     migration_id = deployment.call(on_deployment_request, domain_uuid=vm.uuid, destination=copy,
                                    allowed_root=str(vm.backups), bandwidth_mib=1)
-    wait_for(deployment, migration_id, {"copying"}, timeout=30)
+    wait_for_state(migration_id, {"copying"}, timeout=30, on=deployment, why=lambda: logs(deployment))
     time.sleep(1.5)  # a heartbeat and a progress write or two before the fault
 
     try:
@@ -177,15 +172,15 @@ def test_postgresql_restarted_while_copying(deployment, fault_people, lab_domain
     assert has_block_job(vm.name, "vda"), "the block job is gone after the database outage"
     time.sleep(2 * LEASE_SECONDS)  # heartbeats, progress writes (and a takeover, if any) resume
     assert all(worker.alive() for worker in deployment.workers), f"a worker exited:\n{logs(deployment)}"
-    row = deployment.call(on_deployment_migration, migration_id=migration_id)
+    row = deployment.call(migration_row, migration_id=migration_id)
     assert row["state"] == "copying", f"{row['state']} ({row['failure_reason']!r})\n{logs(deployment)}"
 
     deployment.call(on_deployment_set_bandwidth, migration_id=migration_id, bandwidth_mib=0)
-    row = wait_for(deployment, migration_id, {"ready", "failed"}, timeout=60)
+    row = wait_for_state(migration_id, {"ready", "failed"}, timeout=60, on=deployment, why=lambda: logs(deployment))
     assert row["state"] == "ready", f"{row['failure_reason']!r}\n{logs(deployment)}"
     assert vm.sources()["vda"] == str(vm.disks[0].path)  # no pivot before the approval
     deployment.call(on_deployment_approve, migration_id=migration_id)
-    row = wait_for(deployment, migration_id, {"completed", "failed"}, timeout=60)
+    row = wait_for_state(migration_id, {"completed", "failed"}, timeout=60, on=deployment, why=lambda: logs(deployment))
     assert row["state"] == "completed", f"{row['failure_reason']!r}\n{logs(deployment)}"
 
     # Both workers rode it out: same processes, still running.
@@ -199,14 +194,6 @@ def test_postgresql_restarted_while_copying(deployment, fault_people, lab_domain
     assert count(row, type="approved", actor=APPROVER) == 1
     assert vm.sources()["vda"] == copy and vm.sources(inactive=True)["vda"] == copy
     assert not has_block_job(vm.name, "vda")
-
-
-def wait_for(deployment, migration_id: int, states: set[str], timeout: float) -> dict:
-    """wait_for_state, with the workers' logs in the failure message."""
-    try:
-        return wait_for_state(deployment, migration_id, states, timeout=timeout)
-    except AssertionError as error:
-        raise AssertionError(f"{error}\n{logs(deployment)}") from None
 
 
 def logs(deployment) -> str:

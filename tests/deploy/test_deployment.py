@@ -20,6 +20,8 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
+from tests.helpers import make_people, migration_row, wait_for_state, wait_until
+
 PASSWORD = "pw-deploy-tier"
 MiB = 2**20
 TAKEOVER_SECONDS = 30  # what issue 3 allows between a worker's death and the takeover
@@ -28,20 +30,19 @@ TAKEOVER_SECONDS = 30  # what issue 3 allows between a worker's death and the ta
 # -- run inside the deployment ------------------------------------------------------------------
 
 def on_deployment_create_people() -> None:
-    from django.contrib.auth.models import Group, User
-
-    for name in ("operator", "approver", "viewer"):
-        user = User.objects.create_user(name, password=PASSWORD)
-        user.groups.add(Group.objects.get(name=name))
+    make_people([("operator", "operator"), ("approver", "approver"), ("viewer", "viewer")], password=PASSWORD)
 
 
 def on_deployment_publish_inventory_change(name: str) -> dict:
-    """What a worker's sync does after it stored a host's inventory."""
+    """A new host (libvirt's test:///default) synced by the real sync, which publishes the
+    change once its rows are stored, as a worker's or the sync loop's sync does."""
     from blockmig import publish
     from hosts.models import Hypervisor
+    from hosts.sync import hypervisor_sync
 
     hypervisor = Hypervisor.objects.create(name=name, uri="test:///default")
-    publish.inventory_changed(hypervisor.pk)
+    result = hypervisor_sync(hypervisor, force=True)
+    assert result.ok, result.error
     return {"id": hypervisor.pk, "seq": publish.current_seq(f"hypervisor:{hypervisor.pk}")}
 
 
@@ -61,21 +62,6 @@ def on_deployment_request_migration(domain_uuid: str, destination: str, allowed_
     for _ in range(extra_wakeups):  # both workers race to claim it: one must drive it, once
         wake_workers(migration.pk)
     return migration.pk
-
-
-def on_deployment_migration(migration_id: int) -> dict:
-    from blockmig.models import AuditEvent, Migration
-
-    migration = Migration.objects.get(pk=migration_id)
-    return {
-        "state": migration.state,
-        "failure_reason": migration.failure_reason,
-        "lease_owner": migration.lease_owner,
-        "events": [
-            {"type": e.event_type, "to_state": e.to_state, "actor": e.actor_name, "details": e.details}
-            for e in AuditEvent.objects.filter(migration=migration).order_by("pk")
-        ],
-    }
 
 
 def on_deployment_approve(migration_id: int) -> None:
@@ -220,20 +206,6 @@ def test_change_published_by_another_process_reaches_sockets_on_both_daphnes(dep
 
 # -- the engine on PostgreSQL with two workers ----------------------------------------------
 
-def wait_for_state(deployment, migration_id: int, states: set[str], timeout: float = 60.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        row = deployment.call(on_deployment_migration, migration_id=migration_id)
-        if row["state"] in states or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    assert row["state"] in states, (
-        f"migration #{migration_id} is {row['state']} ({row['failure_reason']!r}), not {states}; "
-        f"audit: {[(e['type'], e['to_state']) for e in row['events']]}"
-    )
-    return row
-
-
 def lease_pid(row: dict) -> int:
     """Worker ids are `host:pid:random` (blockmig.leases.new_worker_id)."""
     return int(row["lease_owner"].split(":")[1])
@@ -253,13 +225,13 @@ def test_two_workers_drive_a_migration_exactly_once(deployment, people, lab_doma
         on_deployment_request_migration, domain_uuid=vm.uuid, destination=copy,
         allowed_root=str(vm.backups), bandwidth_mib=0, extra_wakeups=2,
     )
-    row = wait_for_state(deployment, migration_id, {"ready", "failed"})
+    row = wait_for_state(migration_id, {"ready", "failed"}, on=deployment)
     assert row["state"] == "ready", row["failure_reason"]
     assert lease_pid(row) in {w.pid for w in deployment.workers}
     assert vm.sources()["vda"] == str(vm.disks[0].path)  # no pivot before the approval
 
     deployment.call(on_deployment_approve, migration_id=migration_id)
-    row = wait_for_state(deployment, migration_id, {"completed", "failed"})
+    row = wait_for_state(migration_id, {"completed", "failed"}, on=deployment)
     assert row["state"] == "completed", row["failure_reason"]
     assert count(row, type="preflight") == 1
     assert count(row, type="copying") == 1
@@ -280,27 +252,26 @@ def test_kill9_of_the_copying_worker_the_other_takes_over(deployment, people, la
     # The approver watches the migration page on the daphne the login did not go through.
     cookie = login(deployment.daphnes[0], "approver")
     with LiveSocket(deployment.daphnes[1], f"/ws/migrations/{migration_id}/", cookie) as page:
-        row = wait_for_state(deployment, migration_id, {"copying"}, timeout=30)
+        row = wait_for_state(migration_id, {"copying"}, timeout=30, on=deployment)
         driver = deployment.worker_with_pid(lease_pid(row))
         survivor = next(w for w in deployment.workers if w is not driver)
         page.wait_for(lambda f: "mig-status--copying" in f)
 
         driver.kill9()
-        killed_at = time.monotonic()
-        while True:
-            row = deployment.call(on_deployment_migration, migration_id=migration_id)
-            if row["lease_owner"] and lease_pid(row) == survivor.pid and count(row, type="takeover"):
-                break
-            assert time.monotonic() - killed_at < TAKEOVER_SECONDS, f"no takeover within {TAKEOVER_SECONDS} s: {row}"
-            time.sleep(0.2)
+
+        def taken_over():
+            row = deployment.call(migration_row, migration_id=migration_id)
+            return row if row["lease_owner"] and lease_pid(row) == survivor.pid and count(row, type="takeover") else None
+
+        row = wait_until(taken_over, f"the takeover of #{migration_id} by worker {survivor.pid}", timeout=TAKEOVER_SECONDS)
         assert row["state"] == "copying"
 
         deployment.call(on_deployment_set_bandwidth, migration_id=migration_id, bandwidth_mib=0)
-        row = wait_for_state(deployment, migration_id, {"ready", "failed"})
+        row = wait_for_state(migration_id, {"ready", "failed"}, on=deployment)
         assert row["state"] == "ready", row["failure_reason"]
         page.wait_for(lambda f: "mig-status--ready" in f)
         deployment.call(on_deployment_approve, migration_id=migration_id)
-        row = wait_for_state(deployment, migration_id, {"completed", "failed"})
+        row = wait_for_state(migration_id, {"completed", "failed"}, on=deployment)
         assert row["state"] == "completed", row["failure_reason"]
         page.wait_for(lambda f: "mig-status--completed" in f)
 

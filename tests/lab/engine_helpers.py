@@ -12,7 +12,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import uuid
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
@@ -20,13 +19,13 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
-from django.contrib.auth.models import Group, User
+from django.contrib.auth.models import User
 from django.db import connection
 
 from blockmig.models import AuditEvent, Migration
 from hosts.lab.domains import destroy_and_undefine, virsh
 from hosts.models import Hypervisor
-from hosts.roles import setup_roles
+from tests.helpers import make_user
 
 REPO = Path(__file__).resolve().parents[2]
 URI = "qemu:///system"
@@ -234,32 +233,14 @@ def worker(transactional_db):
 
 @pytest.fixture
 def people(transactional_db) -> dict[str, User]:
-    setup_roles()
-    users = {}
-    for name, role in (("operator", "operator"), ("operator2", "operator"), ("approver", "approver"),
-                       ("approver2", "approver"), ("viewer", "viewer"), ("admin", "admin")):
-        user = User.objects.create_user(name, password="x", is_superuser=name == "admin")
-        user.groups.add(Group.objects.get(name=role))
-        users[name] = User.objects.get(pk=user.pk)  # fresh permission cache
-    return users
+    """username → user holding its role (the admin is also a superuser)."""
+    roles = (("operator", "operator"), ("operator2", "operator"), ("approver", "approver"),
+             ("approver2", "approver"), ("viewer", "viewer"), ("admin", "admin"))
+    return {name: make_user(name, role, is_superuser=name == "admin") for name, role in roles}
 
 
 def make_hypervisor(roots: list[Path], name: str = "lab") -> Hypervisor:
     return Hypervisor.objects.create(name=name, uri=URI, allowed_roots=[str(r) for r in roots])
-
-
-def wait_for_state(migration: Migration, states, timeout: float = 60.0) -> Migration:
-    states = {str(s) for s in ([states] if isinstance(states, str) else states)}
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        migration.refresh_from_db()
-        if migration.state in states:
-            return migration
-        time.sleep(0.1)
-    raise AssertionError(
-        f"migration #{migration.pk} is {migration.state} (reason: {migration.failure_reason!r}), "
-        f"not {states} after {timeout} s; audit: {audit_trail(migration)}"
-    )
 
 
 def audit_trail(migration: Migration) -> list[tuple[str, str, str]]:

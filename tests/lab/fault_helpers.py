@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from blockmig.models import AuditEvent, Migration
+from tests.helpers import wait_for_state, wait_until
 from tests.lab.engine_helpers import TestDomain, audit_trail, chain_paths, has_block_job
 
 MiB = 2**20
@@ -21,17 +21,6 @@ TERMINAL = {"completed", "failed", "aborted"}
 
 
 # -- waiting ----------------------------------------------------------------------------------
-
-def wait_until(condition: Callable[[], object], what: str, timeout: float = 60.0, every: float = 0.2):
-    """condition()'s first truthy value; AssertionError naming `what` after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"{what}: not seen within {timeout:g} s")
-
 
 def wait_for_progress(migration: Migration, timeout: float = 30.0) -> None:
     def moved():
@@ -72,15 +61,7 @@ def wait_for_event(migration: Migration, event_type: str, where: Callable[[Audit
 
 def wait_for_end(migration: Migration, timeout: float = 90.0) -> Migration:
     """Wait for a terminal state, whichever it is (the test then says which one it wanted)."""
-    def ended():
-        migration.refresh_from_db()
-        return migration.state in TERMINAL
-
-    try:
-        wait_until(ended, f"end of migration #{migration.pk}", timeout)
-    except AssertionError as error:
-        raise AssertionError(f"{error}; it is {migration.state}; audit: {audit_trail(migration)}") from None
-    return migration
+    return wait_for_state(migration, TERMINAL, timeout)
 
 
 def log_contains(path: Path, text: str) -> bool:

@@ -24,7 +24,8 @@ from django.db import connection
 from blockmig.lifecycle import DiskRequest, migration_approve, migration_request, migration_set_bandwidth
 from hosts.lab.domains import virsh
 from hosts.lab.services import ensure_libvirtd, stop_libvirtd
-from tests.lab.engine_helpers import WorkerProcess, has_block_job, make_hypervisor, wait_for_state
+from tests.helpers import wait_for_state
+from tests.lab.engine_helpers import WorkerProcess, has_block_job, make_hypervisor
 from tests.lab.fault_helpers import (
     MiB,
     assert_clean_outcome,

@@ -15,7 +15,8 @@ from blockmig.lifecycle import (
     migration_set_bandwidth,
 )
 from blockmig.models import AuditEvent
-from tests.lab.engine_helpers import chain_paths, has_block_job, make_hypervisor, run, wait_for_state
+from tests.helpers import wait_for_state
+from tests.lab.engine_helpers import chain_paths, has_block_job, make_hypervisor, run
 
 pytestmark = pytest.mark.lab
 MiB = 2**20

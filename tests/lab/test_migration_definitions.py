@@ -6,7 +6,8 @@ import subprocess
 import pytest
 
 from blockmig.lifecycle import DiskRequest, migration_abort, migration_approve, migration_request
-from tests.lab.engine_helpers import make_hypervisor, wait_for_state
+from tests.helpers import wait_for_state
+from tests.lab.engine_helpers import make_hypervisor
 
 pytestmark = pytest.mark.lab
 MiB = 2**20

@@ -15,7 +15,8 @@ import subprocess
 import pytest
 
 from blockmig.lifecycle import DiskRequest, migration_approve, migration_request
-from tests.lab.engine_helpers import Disk, chain_paths, make_hypervisor, run, wait_for_state
+from tests.helpers import wait_for_state
+from tests.lab.engine_helpers import Disk, chain_paths, make_hypervisor, run
 
 pytestmark = pytest.mark.lab
 MiB = 2**20

@@ -9,7 +9,8 @@ from blockmig.models import AuditEvent
 from hosts.lab.seed import list_files_in_image
 from hosts.models import Disk
 from hosts.sync import hypervisor_sync
-from tests.lab.engine_helpers import chain_paths, make_hypervisor, wait_for_state
+from tests.helpers import wait_for_state
+from tests.lab.engine_helpers import chain_paths, make_hypervisor
 
 pytestmark = pytest.mark.lab
 

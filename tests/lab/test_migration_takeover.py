@@ -1,28 +1,18 @@
 """kill -9 of the worker at the worst moments: a restarted worker takes over and finishes,
 never starts a copy twice, and the domain ends defined."""
 
-import time
-
 import pytest
 from django.utils import timezone
 
 from blockmig.lifecycle import DiskRequest, migration_approve, migration_request, migration_set_bandwidth
 from blockmig.models import AuditEvent
-from tests.lab.engine_helpers import has_block_job, make_hypervisor, run, wait_for_state
+from tests.helpers import wait_for_state
+from tests.lab.engine_helpers import has_block_job, make_hypervisor, run
+from tests.lab.fault_helpers import wait_for_progress
 
 pytestmark = pytest.mark.lab
 MiB = 2**20
 TAKEOVER = 30  # seconds the issue allows
-
-
-def wait_for_progress(migration, timeout=20):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        migration.refresh_from_db()
-        if migration.bytes_done > 0:
-            return
-        time.sleep(0.1)
-    raise AssertionError("no progress recorded")
 
 
 def copies_started(migration) -> int:
@@ -108,9 +98,9 @@ def test_sigterm_drains_hands_the_lease_over_and_leaves_the_copy_running(domains
                                   domain_uuid=vm.uuid, disks=[DiskRequest("vda", copy)], bandwidth_mib=1)
     wait_for_state(migration, "copying")
     wait_for_progress(migration)
-    started = time.monotonic()
     worker.stop()
-    assert worker.proc.returncode is not None and time.monotonic() - started < 10
+    # 0: it drained and exited by itself (stop() kills a worker that is still there after 20 s).
+    assert worker.proc.returncode == 0
     migration.refresh_from_db()
     assert migration.state == "copying"
     assert migration.lease_expires_at is not None and migration.lease_expires_at <= timezone.now()
