@@ -40,11 +40,14 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.test import RequestFactory
 from django.utils import timezone
 from django_htmx.middleware import HtmxDetails
 
-from blockmig import publish, ws_auth
+from blockmig import live_fragments, publish, ws_auth
+from blockmig.models import Migration
+from hosts.models import Disk, Hypervisor
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +83,6 @@ def _cookies(scope: dict) -> dict[str, str]:
 
 def _fresh_user(user):
     """The same user read again, so permission caches start empty."""
-    from django.contrib.auth import get_user_model
-
     return get_user_model().objects.filter(pk=user.pk).first() or user
 
 
@@ -277,12 +278,13 @@ class LiveConsumer(AsyncWebsocketConsumer):
             wait = self.last_render + self.min_interval - loop.time()
             if wait > 0:
                 await asyncio.sleep(wait)
-            self.dirty = False
             # Checked after the event that made us render: a user who lost the page by
-            # then gets nothing. Events during the check mark us dirty: another check.
-            # (The catch-up frame follows the handshake's own check, just made.)
+            # then gets nothing. (The catch-up frame follows the handshake's own check.)
             if self.caught_up and not await self.still_allowed():
                 return
+            # Cleared only now, next to the read of `seen`: an event that came during the
+            # check is in this render, and must not cause a second frame with the same seqs.
+            self.dirty = False
             seen = dict(self.seen)
             variant = self.take_variant(seen)
             key = self.frame_key(seen, variant)
@@ -382,8 +384,6 @@ class MigrationConsumer(LiveConsumer):
     """The migration page: status with the progress bar, actions, timeline, disks."""
 
     def resolve(self) -> bool:
-        from blockmig.models import Migration
-
         self.migration_id = int(self.scope["url_route"]["kwargs"]["migration_id"])
         return Migration.objects.filter(pk=self.migration_id).exists()
 
@@ -394,8 +394,6 @@ class MigrationConsumer(LiveConsumer):
         """The page differs between users only in its actions, which follow from these
         permissions and from being the requester; users who may act also need their own
         CSRF token in the forms."""
-        from blockmig.models import Migration
-
         user = self.scope["user"]
         perms = tuple(user.has_perm(p) for p in ACTION_PERMISSIONS)
         requester = Migration.objects.filter(pk=self.migration_id, requested_by_id=user.pk).exists()
@@ -408,8 +406,6 @@ class MigrationConsumer(LiveConsumer):
         return ("migration", self.migration_id)
 
     def render(self, request, shared: Shared, variant: tuple = ()) -> str | None:
-        from blockmig import live_fragments
-
         return live_fragments.migration_page(request, self.migration_id, shared, self.user_key())
 
 
@@ -441,8 +437,6 @@ class DashboardConsumer(LiveConsumer):
         return self.HOSTS if hosts else ()
 
     def render(self, request, shared: Shared, variant: tuple = ()) -> str | None:
-        from blockmig import live_fragments
-
         hosts = variant == self.HOSTS
         return shared.get(("body", self.user_key()), lambda: live_fragments.dashboard(request, hosts=hosts))
 
@@ -498,8 +492,6 @@ class HostConsumer(LiveConsumer):
         return "hosts.view_hypervisor"
 
     def resolve(self) -> bool:
-        from hosts.models import Disk, Hypervisor
-
         query = self.query
         disks = query.get("disk", [])
         self.domain_uuid = query.get("domain", [""])[0].lower()
@@ -550,8 +542,6 @@ class HostConsumer(LiveConsumer):
         return ("hosts", self.hypervisor_id, tuple(self.disk_ids), self.domain_uuid, *table)
 
     def render(self, request, shared: Shared, variant: tuple = ()) -> str | None:
-        from blockmig import live_fragments
-
         user = self.user_key()
         if self.hypervisor_page:
             return shared.get(

@@ -34,7 +34,7 @@ from blockmig import publish
 from blockmig.audit import audit_record
 from blockmig.errors import Refused
 from blockmig.leases import Lease, LeaseLost
-from blockmig.models import Migration, MigrationDisk
+from blockmig.models import AuditEvent, Migration, MigrationDisk
 from blockmig.preflight import DiskRequest, check_bandwidth, preflight_request
 from blockmig.states import TERMINAL_STATES, State, abort_target, may_approve, may_change_bandwidth, next_state
 from blockmig.wake import wake_workers
@@ -149,6 +149,13 @@ def _audit_refused_request(refused: Refused, *, user, hypervisor, domain_uuid: s
                 "disks": {d.target: d.destination for d in disks},
             },
         )
+
+
+def migration_request_invalid(*, user, hypervisor, domain_uuid: str, errors: dict[str, list[str]]) -> None:
+    """A request form sent with errors (a bad destination, bandwidth …) never reaches
+    preflight, but it is a refused start all the same: audited with what was wrong."""
+    reason = "; ".join(f"{field or 'form'}: {' '.join(messages)}" for field, messages in errors.items())
+    _audit_refused_request(Refused(reason), user=user, hypervisor=hypervisor, domain_uuid=domain_uuid, disks=[])
 
 
 def migration_request(
@@ -327,8 +334,6 @@ def hypervisor_set_auto_pivot(*, hypervisor, user, enabled: bool) -> None:
 
 def auto_pivot_policy_setter(hypervisor) -> str:
     """Who last set the host's auto-pivot policy (for the audit of each auto pivot)."""
-    from blockmig.models import AuditEvent
-
     event = (
         AuditEvent.objects.filter(event_type="policy_changed", hypervisor_name=hypervisor.name)
         .order_by("-created_at", "-id")

@@ -9,9 +9,14 @@ Returns None when the subject is gone (the consumer then closes the socket).
 from __future__ import annotations
 
 from django.db.models import Prefetch
+from django.http import Http404
 from django.template.loader import render_to_string
 
+from blockmig import selectors, views
 from blockmig.models import Migration
+from hosts import selectors as host_selectors
+from hosts.models import ChainLayer, Disk, Hypervisor
+from hosts.views import disk_context, domain_context, hypervisor_context
 
 MIGRATION_FRAGMENTS = ("migration_status", "migration_actions", "migration_timeline", "migration_disks")
 
@@ -25,8 +30,6 @@ def migration_page(request, migration_id: int, shared, user_key: tuple) -> str |
     offered the same actions, and a fragment with forms only by one user's sockets (their
     CSRF token). Anything user-specific must stay in `migration_actions`.
     """
-    from blockmig import selectors, views
-
     def load():
         try:
             return selectors.migration_for_page(migration_id)
@@ -55,16 +58,11 @@ def dashboard(request, hosts: bool = False) -> str:
     """The dashboard's migrations block, from the same context the dashboard view gives it;
     with `hosts` (after a sync, and on every catch-up) also the header's totals and the host
     cards with their health, for a user who may see hypervisors."""
-    from blockmig import selectors
-    from hosts import selectors as host_selectors
-    from hosts.views import DASHBOARD_MIGRATIONS
-
     hosts = hosts and request.user.has_perm("hosts.view_hypervisor")
     context = {
         "migration_dashboard": selectors.migration_dashboard(),
         "hypervisors": host_selectors.hypervisors_with_counts(),
         "totals": host_selectors.inventory_totals() if hosts else None,
-        "migrations_panel": DASHBOARD_MIGRATIONS,
     }
     parts = [render_to_string("live/dashboard_migrations.html", context, request=request).strip()]
     if hosts:
@@ -80,9 +78,6 @@ def hypervisor_page(request, hypervisor_id: int, query: str, page_number) -> str
     """The hypervisor page: health in the title, the stale banner, the facts and the page of
     the domain table the socket was opened for (search `query`, `page_number`), from the
     view's own context builder. Three queries: the host, the count and the page."""
-    from hosts.models import Hypervisor
-    from hosts.views import hypervisor_context
-
     hypervisor = Hypervisor.objects.filter(pk=hypervisor_id).first()
     if hypervisor is None:
         return None
@@ -107,17 +102,11 @@ def domain_page(request, hypervisor_id: int, domain_uuid: str, last_seen=None) -
     A domain that a sync removed gets the "no longer exists" banner (and no actions); the
     rest of the page keeps its last-known state. Returns the frame and the domain's
     `synced_at` (its "last seen"; `last_seen` again when it is gone)."""
-    from django.http import Http404
-
-    from hosts import selectors
-    from hosts.models import Hypervisor
-    from hosts.views import domain_context
-
     hypervisor = Hypervisor.objects.filter(pk=hypervisor_id).first()
     if hypervisor is None:
         return None, last_seen
     try:
-        domain = selectors.domain_with_disks(hypervisor, domain_uuid)
+        domain = host_selectors.domain_with_disks(hypervisor, domain_uuid)
     except Http404:
         context = {"hypervisor": hypervisor, "gone": True, "last_seen": last_seen, "oob": True}
         names = ["hosts/_stale_banner.html", "hosts/domain_detail.html#domain_gone", "hosts/domain_detail.html#domain_actions"]
@@ -135,10 +124,6 @@ def disk_pages(request, hypervisor_id: int, disk_ids: list[int], labels: dict[in
     to", actions), the chain picture and the layers table, and the host's stale banner;
     from the view's own context builder, in four queries whatever the number of layers.
     A disk that a sync removed gets the "no longer exists" banner (`labels` names it)."""
-    from hosts import selectors
-    from hosts.models import ChainLayer, Disk, Hypervisor
-    from hosts.views import disk_context
-
     hypervisor = Hypervisor.objects.filter(pk=hypervisor_id).first()
     if hypervisor is None:
         return None
@@ -147,7 +132,7 @@ def disk_pages(request, hypervisor_id: int, disk_ids: list[int], labels: dict[in
         .select_related("domain")
         .prefetch_related(Prefetch("layers", queryset=ChainLayer.objects.order_by("depth")))
     )
-    owners = selectors.blockmig_jobs_of_domains(hypervisor, sorted({disk.domain.uuid for disk in disks})) if disks else {}
+    owners = selectors.migration_jobs_of_domains(hypervisor, sorted({disk.domain.uuid for disk in disks})) if disks else {}
     parts = [_render_all(request, {"hypervisor": hypervisor, "oob": True}, ["hosts/_stale_banner.html"])]
     found = set()
     for disk in disks:

@@ -3,6 +3,7 @@ from django.urls import path
 from blockmig import views
 
 urlpatterns = [
+    path("", views.dashboard, name="dashboard"),
     path("migrations/", views.migration_list, name="migration_list"),
     path("migrations/dashboard-block/", views.migration_dashboard_block, name="migration_dashboard_block"),
     path("migrations/<int:pk>/", views.migration_detail, name="migration_detail"),

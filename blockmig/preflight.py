@@ -18,6 +18,7 @@ from django.db.models import Q
 from blockmig.errors import Refused
 from blockmig.models import MigrationDisk
 from hosts.models import Disk
+from hosts.domxml import domain_identity, parse_disks
 from hosts.adapter import BlockJobHost, ConnectFailure, LibvirtFailure, open_block_jobs, uri_is_local
 
 DEST_FORMATS = ("qcow2", "raw")
@@ -189,8 +190,6 @@ def check_on_host(
     except LibvirtFailure:
         raise Refused(f"No domain with UUID {domain_uuid} on {hypervisor.name}: refresh the inventory.") from None
     live_xml = host.live_xml(domain_uuid)
-    from hosts.domxml import domain_identity, parse_disks
-
     name = domain_identity(live_xml)[1]
     if state != "running":
         raise Refused(f"{name} is {state}, not running: a block copy needs a running domain.")

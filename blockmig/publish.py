@@ -26,6 +26,8 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
 
+from blockmig.models import Migration
+
 log = logging.getLogger(__name__)
 
 DASHBOARD_GROUP = "dashboard"
@@ -89,8 +91,6 @@ def _send(groups: list[str], message: dict) -> None:
 
 def migration_changed(migration_id: int) -> None:
     """A migration's state, progress or timeline changed and is committed."""
-    from blockmig.models import Migration
-
     try:
         row = Migration.objects.filter(pk=migration_id).values("hypervisor_id", "state").first()
         if row is None:

@@ -1,12 +1,14 @@
 """blockmig's side of the inventory's signals: people's changes to hypervisors go into the
-audit trail (hosts announces them; it does not import blockmig for this)."""
+audit trail, committed syncs are pushed to open pages (hosts announces them; it does not
+import blockmig for this)."""
 
 from __future__ import annotations
 
 from django.dispatch import receiver
 
+from blockmig import publish
 from blockmig.audit import audit_record
-from hosts.signals import hypervisor_changed
+from hosts.signals import hypervisor_changed, inventory_changed
 
 
 @receiver(hypervisor_changed, dispatch_uid="blockmig.audit_hypervisor_changed")
@@ -18,3 +20,9 @@ def audit_hypervisor_changed(sender, *, hypervisor, user, action: str, details: 
         hypervisor_name=hypervisor.name,
         details=details,
     )
+
+
+@receiver(inventory_changed, dispatch_uid="blockmig.publish_inventory_changed")
+def publish_inventory_changed(sender, *, hypervisor_id: int, **kwargs) -> None:
+    # Sent after the commit; publish never raises (a Redis outage must not fail a sync).
+    publish.inventory_changed(hypervisor_id)

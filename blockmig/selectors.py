@@ -9,25 +9,42 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, timedelta
 
 from asgiref.sync import sync_to_async
+from django.contrib.auth import get_user_model
 from django.db.models import Case, IntegerField, Prefetch, Q, QuerySet, Value, When
 from django.utils import timezone
 
 from blockmig import progress
 from blockmig.audit import EventType, event_label
 from blockmig.forms import SYSTEM_ACTOR
-from blockmig.models import AuditEvent, Migration
+from blockmig.models import AuditEvent, Migration, MigrationDisk
 from blockmig.states import ACTIVE_STATES, TERMINAL_STATES, State
+from hosts.models import Hypervisor
 
 EXPORT_CHUNK = 2000
 RECENT_DAYS = 7
 
 
 # ---- migrations -------------------------------------------------------------------
+
+
+def migration_jobs_of_domains(hypervisor: Hypervisor, domain_uuids: Sequence[str]) -> dict[tuple[str, str], int]:
+    """(domain uuid, target) → migration id for the disks blockmig is migrating on these
+    domains now, in one query (the inventory pages' job badges, through hosts.hooks).
+
+    A block job on any other disk was started outside blockmig (plain virsh) and is shown
+    as such, never touched.
+    """
+    rows = MigrationDisk.objects.filter(
+        migration__hypervisor=hypervisor,
+        migration__domain_uuid__in=list(domain_uuids),
+        migration__state__in=[str(s) for s in ACTIVE_STATES],
+    ).values_list("migration__domain_uuid", "target", "migration_id")
+    return {(uuid, target): migration_id for uuid, target, migration_id in rows}
 
 
 def with_progress(migrations):
@@ -152,10 +169,6 @@ def audit_events(
 def audit_filter_choices(recent: int = 1000) -> dict[str, list[str]]:
     """Choices for the filter selects, without scanning the trail: hosts and users from
     their own (small) tables, event types from the known ones plus those seen lately."""
-    from django.contrib.auth import get_user_model
-
-    from hosts.models import Hypervisor
-
     seen = AuditEvent.objects.order_by("-id").values_list("event_type", flat=True)[:recent]
     return {
         "hosts": list(Hypervisor.objects.order_by("name").values_list("name", flat=True)),

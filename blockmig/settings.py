@@ -5,10 +5,13 @@ one-machine setup that `make run` builds (SQLite under var/, a private Redis).
 """
 
 import os
+import secrets
+import warnings
 from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 from django.utils.csp import CSP
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -45,13 +48,8 @@ def _secret_key() -> str:
     if key:
         return key
     if DEBUG:
-        import secrets
-        import warnings
-
         warnings.warn(f"No secret key (DJANGO_SECRET_KEY or {SECRET_KEY_FILE}): using a random one for this process.")
         return secrets.token_urlsafe(50)
-    from django.core.exceptions import ImproperlyConfigured
-
     raise ImproperlyConfigured(
         f"No secret key: set DJANGO_SECRET_KEY, or DJANGO_SECRET_KEY_FILE to a file holding one "
         f"(or create {SECRET_KEY_FILE} with `make secret-key`)."

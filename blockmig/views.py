@@ -1,5 +1,5 @@
-"""Migration pages: request form, migration page with its actions, list, audit trail,
-host pivot policy.
+"""Migration pages: the dashboard, request form, migration page with its actions, list,
+audit trail, host pivot policy.
 
 Views stay thin: reads come from `blockmig.selectors`, writes go through
 `blockmig.lifecycle`, which decides and audits every refusal; its `Refused.message` is
@@ -27,15 +27,17 @@ from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpRespons
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.response import TemplateResponse
 from django.utils.http import url_has_allowed_host_and_scheme
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_GET, require_POST
 
 from blockmig import lifecycle, progress, selectors, states
 from blockmig.errors import Refused
 from blockmig.forms import AuditFilterForm, AutoPivotForm, BandwidthForm, MigrationRequestForm, storage_roots
 from blockmig.models import Migration
 from blockmig.states import State
+from hosts import selectors as host_selectors
 from hosts.models import Disk, Domain, Hypervisor
 from hosts.roles import ROLE_FOR
+from hosts.views import permission_required
 
 MIGRATIONS_PER_PAGE = 25
 EVENTS_PER_PAGE = 50
@@ -135,7 +137,11 @@ def migration_new_domain(request: HttpRequest, name: str, uuid: str) -> HttpResp
 
 def _request_page(request, hypervisor, domain, disks, *, single: bool, skipped=()) -> HttpResponse:
     form = MigrationRequestForm(request.POST or None, hypervisor=hypervisor, disks=disks, single=single)
-    if request.method == "POST" and disks and form.is_valid():
+    if request.method == "POST" and disks and not form.is_valid():
+        # Refused by the form itself (the lifecycle audits its own refusals).
+        lifecycle.migration_request_invalid(user=request.user, hypervisor=hypervisor, domain_uuid=domain.uuid,
+                                            errors={f: list(m) for f, m in form.errors.items()})
+    elif request.method == "POST" and disks:
         try:
             migration = lifecycle.migration_request(
                 user=request.user,
@@ -238,6 +244,23 @@ def migration_bandwidth(request: HttpRequest, pk: int) -> HttpResponse:
         lambda m: lifecycle.migration_set_bandwidth(migration=m, user=request.user, bandwidth_mib=raw),
         done,
     )  # fmt: skip
+
+
+# ---- dashboard ----------------------------------------------------------------------
+
+
+@require_GET
+@permission_required("hosts.view_hypervisor")
+def dashboard(request: HttpRequest) -> HttpResponse:
+    """Hosts with their health, and the migrations block for those who may see migrations
+    (live: live_fragments.dashboard)."""
+    context = {
+        "hypervisors": host_selectors.hypervisors_with_counts(),
+        "totals": host_selectors.inventory_totals(),
+    }
+    if request.user.has_perm("blockmig.view_migration"):
+        context["migration_dashboard"] = selectors.migration_dashboard()
+    return render(request, "blockmig/dashboard.html", context)
 
 
 # ---- list ---------------------------------------------------------------------------

@@ -23,7 +23,7 @@ class HypervisorAdmin(admin.ModelAdmin):
     list_display = ["name", "uri", "enabled", "auto_pivot", "health", "last_sync_ok_at"]
     list_filter = ["enabled", "auto_pivot", "virt_type"]
     search_fields = ["name", "uri", "hostname"]
-    # Facts come from the host; auto_pivot is an audited policy set on the hypervisor form.
+    # Facts come from the host; auto_pivot is an audited policy set on its policy page.
     readonly_fields = [
         "auto_pivot",
         "hostname",

@@ -57,32 +57,3 @@ def disk_with_chain(hypervisor: Hypervisor, uuid: str, target: str) -> Disk:
         target=target,
     )
 
-
-def blockmig_jobs(hypervisor: Hypervisor, domain_uuid: str) -> dict[str, int]:
-    """target → migration id for the disks that blockmig is migrating on this domain now.
-
-    A block job on any other disk was started outside blockmig (plain virsh) and is shown
-    as such, never touched.
-    """
-    from blockmig.models import MigrationDisk
-    from blockmig.states import ACTIVE_STATES
-
-    rows = MigrationDisk.objects.filter(
-        migration__hypervisor=hypervisor,
-        migration__domain_uuid=domain_uuid,
-        migration__state__in=[str(s) for s in ACTIVE_STATES],
-    ).values_list("target", "migration_id")
-    return dict(rows)
-
-
-def blockmig_jobs_of_domains(hypervisor: Hypervisor, domain_uuids: list[str]) -> dict[tuple[str, str], int]:
-    """(domain uuid, target) → migration id, like blockmig_jobs for several domains in one query."""
-    from blockmig.models import MigrationDisk
-    from blockmig.states import ACTIVE_STATES
-
-    rows = MigrationDisk.objects.filter(
-        migration__hypervisor=hypervisor,
-        migration__domain_uuid__in=domain_uuids,
-        migration__state__in=[str(s) for s in ACTIVE_STATES],
-    ).values_list("migration__domain_uuid", "target", "migration_id")
-    return {(uuid, target): migration_id for uuid, target, migration_id in rows}

@@ -6,6 +6,7 @@ listens (blockmig.receivers), so the inventory does not depend on the migration 
 
 from __future__ import annotations
 
+from django.db import transaction
 from django.dispatch import Signal
 
 from hosts.models import Hypervisor
@@ -15,8 +16,13 @@ from hosts.models import Hypervisor
 # "changed" or "deleted"), details (a JSON-able dict: what the row holds, or what changed).
 hypervisor_changed = Signal()
 
-# Fields a person sets; auto_pivot is a policy audited by its own action
-# (blockmig.lifecycle.hypervisor_set_auto_pivot), facts come from the host.
+# Sent after the commit of a sync (or a failed one) that changed what is stored for a
+# hypervisor: open pages redraw from the committed rows (blockmig.receivers pushes them).
+# Argument: hypervisor_id.
+inventory_changed = Signal()
+
+# Fields a person sets; auto_pivot is a policy the migration app sets and audits on its
+# own page, facts come from the host.
 AUDITED_FIELDS = ("name", "uri", "allowed_roots", "enabled")
 
 
@@ -52,3 +58,8 @@ def announce_hypervisor_deleted(hypervisor: Hypervisor, user, source: str, value
         sender=Hypervisor, hypervisor=hypervisor, user=user, action="deleted",
         details={"source": source, **values},
     )
+
+
+def announce_inventory_changed(hypervisor_id: int) -> None:
+    """Tell listeners once the current transaction commits (at once outside one)."""
+    transaction.on_commit(lambda: inventory_changed.send(sender=Hypervisor, hypervisor_id=hypervisor_id))

@@ -20,10 +20,10 @@ from django.db import connection, transaction
 from django.db.models import Model
 from django.utils import timezone
 
-from blockmig import publish
 from hosts import models
 from hosts.adapter import ConnectFailure, HostConnection, LibvirtFailure
 from hosts.records import DiskRecord, DomainRecord, HostFacts, Inventory
+from hosts.signals import announce_inventory_changed
 
 logger = logging.getLogger(__name__)
 
@@ -114,14 +114,14 @@ def _record_failure(hypervisor: models.Hypervisor, message: str) -> None:
     hypervisor.last_sync_attempt_at = timezone.now()
     hypervisor.last_sync_error = message
     hypervisor.save(update_fields=["last_sync_attempt_at", "last_sync_error"])
-    transaction.on_commit(lambda: publish.inventory_changed(hypervisor.pk))
+    announce_inventory_changed(hypervisor.pk)
 
 
 @transaction.atomic
 def _store(hypervisor: models.Hypervisor, inventory: Inventory) -> None:
     now = timezone.now()
     # Open pages redraw from the committed rows (health, domain table, chain pictures).
-    transaction.on_commit(lambda: publish.inventory_changed(hypervisor.pk))
+    announce_inventory_changed(hypervisor.pk)
     # Read again inside the transaction: another sync of this host may have committed
     # since `known` was read, and this is the state the writes below must build on.
     stored = {

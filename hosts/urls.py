@@ -3,7 +3,6 @@ from django.urls import path
 from hosts import views
 
 urlpatterns = [
-    path("", views.dashboard, name="dashboard"),
     path("hosts/", views.hypervisor_list, name="hypervisor_list"),
     path("hosts/add/", views.hypervisor_add, name="hypervisor_add"),
     path("hosts/<slug:name>/", views.hypervisor_detail, name="hypervisor_detail"),

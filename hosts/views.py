@@ -13,7 +13,7 @@ from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from hosts import selectors
+from hosts import hooks, selectors
 from hosts.chain_picture import picture_for_disk
 from hosts.forms import HypervisorForm
 from hosts.models import Disk, Hypervisor
@@ -25,12 +25,6 @@ DOMAINS_PER_PAGE = 50
 # The small chain pictures on the domain page fold long chains into a "more layers" box.
 MINI_PICTURE_ROWS = 4
 MINI_PICTURE_WIDTH = 340
-
-# Slots the migration engine fills by creating the first template of each list; until
-# it exists the page shows the second (an empty state). The full page context is passed.
-DASHBOARD_MIGRATIONS = ["blockmig/_dashboard_migrations.html", "hosts/_no_migrations.html"]
-DOMAIN_ACTIONS = ["blockmig/_domain_actions.html", "hosts/_no_actions.html"]
-DISK_ACTIONS = ["blockmig/_disk_actions.html", "hosts/_no_actions.html"]
 
 
 def permission_required(perm: str) -> Callable:
@@ -61,21 +55,6 @@ def wants_fragment(request: HttpRequest) -> bool:
 
 @require_GET
 @permission_required("hosts.view_hypervisor")
-def dashboard(request: HttpRequest) -> HttpResponse:
-    context = {
-        "hypervisors": selectors.hypervisors_with_counts(),
-        "totals": selectors.inventory_totals(),
-        "migrations_panel": DASHBOARD_MIGRATIONS,
-    }
-    if request.user.has_perm("blockmig.view_migration"):
-        from blockmig.selectors import migration_dashboard  # the engine's read, for its panel
-
-        context["migration_dashboard"] = migration_dashboard()
-    return render(request, "dashboard.html", context)
-
-
-@require_GET
-@permission_required("hosts.view_hypervisor")
 def hypervisor_list(request: HttpRequest) -> HttpResponse:
     return render(request, "hosts/hypervisor_list.html", {"hypervisors": selectors.hypervisors_with_counts()})
 
@@ -92,7 +71,7 @@ def hypervisor_detail(request: HttpRequest, name: str) -> HttpResponse:
 
 
 def hypervisor_context(hypervisor: Hypervisor, query: str, page_number) -> dict:
-    """The hypervisor page's context (also the live console's, blockmig.live_fragments):
+    """The hypervisor page's context (also the live console's):
     one page of the domain table for the search `query`. `live_url` is the socket of that
     table: it carries the search and page, so what the socket pushes is the page shown."""
     query = query.strip()
@@ -131,7 +110,7 @@ def _back(request: HttpRequest, hypervisor: Hypervisor) -> HttpResponse:
 def hypervisor_add(request: HttpRequest) -> HttpResponse:
     form = HypervisorForm(request.POST or None, user=request.user)
     if request.method == "POST" and form.is_valid():
-        hypervisor = _save_hypervisor(request, form, was_auto_pivot=False)
+        hypervisor = _save_hypervisor(request, form)
         messages.success(request, _connected_message(hypervisor, "Added"))
         return redirect("hypervisor_detail", name=hypervisor.name)
     return render(request, "hosts/hypervisor_form.html", {"form": form, "hypervisor": None})
@@ -141,10 +120,9 @@ def hypervisor_add(request: HttpRequest) -> HttpResponse:
 @permission_required("hosts.change_hypervisor")
 def hypervisor_edit(request: HttpRequest, name: str) -> HttpResponse:
     hypervisor = selectors.hypervisor_by_name(name)
-    was_auto_pivot = hypervisor.auto_pivot
     form = HypervisorForm(request.POST or None, instance=hypervisor, user=request.user)
     if request.method == "POST" and form.is_valid():
-        hypervisor = _save_hypervisor(request, form, was_auto_pivot=was_auto_pivot)
+        hypervisor = _save_hypervisor(request, form)
         messages.success(request, _connected_message(hypervisor, "Saved") if form.facts else f"Saved {hypervisor.name}.")
         return redirect("hypervisor_detail", name=hypervisor.name)
     # The name in the URL, not a half-edited one from the form.
@@ -152,26 +130,14 @@ def hypervisor_edit(request: HttpRequest, name: str) -> HttpResponse:
     return render(request, "hosts/hypervisor_form.html", {"form": form, "hypervisor": hypervisor})
 
 
-def _save_hypervisor(request: HttpRequest, form: HypervisorForm, *, was_auto_pivot: bool) -> Hypervisor:
+def _save_hypervisor(request: HttpRequest, form: HypervisorForm) -> Hypervisor:
     with transaction.atomic():
-        hypervisor = form.save(commit=False)
-        wanted = hypervisor.auto_pivot
-        hypervisor.auto_pivot = was_auto_pivot
-        hypervisor.save()
+        hypervisor = form.save()
         if form.before is None:
             announce_hypervisor_added(hypervisor, request.user, source="form")
         else:
             announce_hypervisor_edited(hypervisor, request.user, source="form", before=form.before)
-        if "auto_pivot" in form.fields and wanted != was_auto_pivot:
-            _set_auto_pivot(request, hypervisor, wanted)
     return hypervisor
-
-
-def _set_auto_pivot(request: HttpRequest, hypervisor: Hypervisor, enabled: bool) -> None:
-    """Auto-pivot is a policy the audit must record, so it goes through the engine's action."""
-    from blockmig.lifecycle import hypervisor_set_auto_pivot  # the engine imports hosts
-
-    hypervisor_set_auto_pivot(hypervisor=hypervisor, user=request.user, enabled=enabled)
 
 
 def _connected_message(hypervisor: Hypervisor, verb: str) -> str:
@@ -189,13 +155,18 @@ def domain_detail(request: HttpRequest, name: str, uuid: str) -> HttpResponse:
 
 def domain_context(hypervisor: Hypervisor, domain) -> dict:
     """The domain page's context (also the live console's): its disks with their small
-    chain pictures and the blockmig migration, if any, that runs each disk's block job."""
-    owners = selectors.blockmig_jobs(hypervisor, domain.uuid)
+    chain pictures and the migration, if any, that runs each disk's block job (hosts.hooks)."""
+    owners = hooks.job_owners(hypervisor, [domain.uuid])
     disks = list(domain.disks.all())
     for disk in disks:
         disk.picture = small_picture_for_disk(disk)
-        disk.migration_id = owners.get(disk.target)
-    return {"hypervisor": hypervisor, "domain": domain, "disks": disks, "domain_actions_panel": DOMAIN_ACTIONS}
+        disk.migration_id = owners.get((domain.uuid, disk.target))
+    return {
+        "hypervisor": hypervisor,
+        "domain": domain,
+        "disks": disks,
+        "domain_actions_panel": hooks.slot_templates("domain_actions"),
+    }
 
 
 @require_GET
@@ -203,7 +174,7 @@ def domain_context(hypervisor: Hypervisor, domain) -> dict:
 def disk_detail(request: HttpRequest, name: str, uuid: str, target: str) -> HttpResponse:
     hypervisor = selectors.hypervisor_by_name(name)
     disk = selectors.disk_with_chain(hypervisor, uuid, target)
-    disk.migration_id = selectors.blockmig_jobs(hypervisor, disk.domain.uuid).get(disk.target)
+    disk.migration_id = hooks.job_owners(hypervisor, [disk.domain.uuid]).get((disk.domain.uuid, disk.target))
     return render(request, "hosts/disk_detail.html", disk_context(hypervisor, disk))
 
 
@@ -215,7 +186,7 @@ def disk_context(hypervisor: Hypervisor, disk: Disk) -> dict:
         "domain": disk.domain,
         "disk": disk,
         "picture": picture_for_disk(disk),
-        "disk_actions_panel": DISK_ACTIONS,
+        "disk_actions_panel": hooks.slot_templates("disk_actions"),
     }
 
 

@@ -178,6 +178,15 @@ def test_negative_bandwidth_refused(client_for, disk_url, no_lifecycle):
     assert field_errors(response, "bandwidth_mib") == ["Bandwidth cannot be negative; use 0 for unlimited."]
 
 
+@pytest.mark.parametrize("value", ["-5", "fast", "100000000000000"])
+def test_invalid_bandwidth_in_the_start_form_is_audited_as_a_refused_start(client_for, disk_url, no_lifecycle, value):
+    post_disk(client_for("operator"), disk_url, bandwidth_mib=value)
+    refusal = AuditEvent.objects.get(event_type="refused")
+    assert refusal.actor_name == "operator" and refusal.details["action"] == "request"
+    assert "bandwidth_mib: Bandwidth" in refusal.details["reason"]
+    assert not Migration.objects.exists()
+
+
 def test_bandwidth_not_a_number_refused(client_for, disk_url, no_lifecycle):
     response = post_disk(client_for("operator"), disk_url, bandwidth_mib="fast")
     assert field_errors(response, "bandwidth_mib") == ["Bandwidth must be a whole number of MiB/s (0 = unlimited)."]

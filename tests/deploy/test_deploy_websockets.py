@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import threading
 import time
 from collections.abc import Iterator
 from urllib.parse import urlencode
@@ -208,6 +209,25 @@ async def handshake(daphne: Daphne, cookie: str, path: str = "/ws/dashboard/", o
 OTHER_USER_OPEN_TIMEOUT = 10.0
 
 
+def run_async(scenario):
+    """asyncio.run(scenario()) on a thread of its own: in a full run the browser tier's
+    Playwright (sync API, session-scoped) keeps an event loop running on this thread."""
+    outcome: dict = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = asyncio.run(scenario())
+        except BaseException as error:  # re-raised on the test's thread
+            outcome["error"] = error
+
+    thread = threading.Thread(target=target, name="ws-scenario")
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
 async def flood_while_another_user_connects(daphnes: list[Daphne], flooder: str, other: str):
     """FLOOD handshakes of one user at once, spread over both daphnes; meanwhile the other
     user opens sockets one after another. Returns (flood results, the other's handshake
@@ -245,7 +265,7 @@ def test_flood_of_one_viewer_is_capped_across_daphnes_and_others_still_connect(d
         await again.close()
         return opened, refused, timings, took
 
-    opened, refused, timings, took = asyncio.run(scenario())
+    opened, refused, timings, took = run_async(scenario)
     assert len(opened) == MAX_PER_USER, f"{len(opened)} of {FLOOD} flood sockets open (cap {MAX_PER_USER})"
     assert refused == [403] * (FLOOD - MAX_PER_USER)
     assert len(timings) >= 5  # the other user connected (and streamed) again and again meanwhile
@@ -269,7 +289,7 @@ def test_slots_of_a_killed_daphne_lapse(deployment, daphnes, ws_people):
         return time.monotonic() - killed_at
 
     try:
-        lapsed_after = asyncio.run(scenario())
+        lapsed_after = run_async(scenario)
     finally:
         doomed.process.stop()
     # Renewed every third of their lifetime until the kill, so gone 2/3 to 3/3 of it later;

@@ -1,0 +1,113 @@
+"""The layers hold: hosts (the inventory) never imports blockmig (the migration app above
+it), and no module of either app imports itself back through others. Read from the source
+with ast, function bodies included, so a lazy import cannot hide an arrow."""
+
+import ast
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+APPS = ("blockmig", "hosts")
+
+
+def modules() -> dict[str, Path]:
+    found = {}
+    for app in APPS:
+        for path in sorted((ROOT / app).rglob("*.py")):
+            if "migrations" in path.relative_to(ROOT).parts:
+                continue
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+            found[name] = path
+    return found
+
+
+def imported_names(path: Path) -> list[tuple[int, str]]:
+    """(line, dotted name) of every import in the file, at any depth; for `from a import b`
+    both `a` and `a.b` (b may be a module)."""
+    names = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.append((node.lineno, node.module))
+            names += [(node.lineno, f"{node.module}.{alias.name}") for alias in node.names]
+    return names
+
+
+def import_graph() -> dict[str, set[str]]:
+    known = modules()
+
+    def owner(name: str) -> str | None:
+        while name and name not in known:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph: dict[str, set[str]] = {}
+    for name, path in known.items():
+        targets = {owner(imported) for _, imported in imported_names(path)}
+        graph[name] = {t for t in targets if t and t != name}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Groups of modules that reach each other (Tarjan's strongly connected components)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for nxt in graph[node]:
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_hosts_never_imports_blockmig():
+    upward = [
+        f"{path.relative_to(ROOT)}:{line} imports {name}"
+        for module, path in modules().items()
+        if module.split(".")[0] == "hosts"
+        for line, name in imported_names(path)
+        if name.split(".")[0] == "blockmig"
+    ]
+    assert upward == []
+
+
+def test_hosts_templates_include_no_blockmig_template():
+    # {% url %} to a blockmig page is fine; drawing blockmig's templates is not hosts' to do
+    # (blockmig fills the pages' slots through hosts.hooks).
+    drawn = re.compile(r"""{%\s*(include|extends)\s+["']blockmig/""")
+    offending = [
+        str(path.relative_to(ROOT))
+        for path in sorted((ROOT / "templates" / "hosts").rglob("*.html"))
+        if drawn.search(path.read_text())
+    ]
+    assert offending == []
+
+
+def test_no_import_cycle_among_blockmig_and_hosts_modules():
+    assert cycles(import_graph()) == []
+
+
+def test_the_cycle_finder_sees_a_cycle():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
