@@ -19,7 +19,7 @@ APT_PACKAGES := libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-s
 PYTHON_BASE := $(shell for p in python3.13 python3.12 $$(ls -d $$(pyenv root 2>/dev/null)/versions/3.1[23]*/bin/python 2>/dev/null | sort -r); do \
 	if command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; then command -v $$p; break; fi; done)
 
-.PHONY: run test packages venv services redis libvirtd db lab demo serve worker bench clean-lab secret-key
+.PHONY: run test check packages venv services redis libvirtd db lab demo serve worker bench clean-lab secret-key
 
 packages:
 	@if ! command -v virsh >/dev/null || ! command -v redis-server >/dev/null || ! command -v chromium >/dev/null \
@@ -35,7 +35,7 @@ $(VENV)/.installed: pyproject.toml
 	@echo "==> virtualenv with $(PYTHON_BASE)"
 	$(PYTHON_BASE) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[test]'
+	$(VENV)/bin/pip install -q -e '.[test,dev]'
 	touch $@
 
 venv: packages $(VENV)/.installed
@@ -104,6 +104,12 @@ run: demo
 	for i in $$(seq $(WORKERS)); do deploy/supervise worker-$$i $(PY) manage.py run_worker & done; \
 	deploy/supervise sync-loop $(PY) manage.py sync_loop & \
 	$(VENV)/bin/daphne -b $(HOST) -p $(PORT) blockmig.asgi:application
+
+# Lint and format (ruff, configured in pyproject.toml); no services needed. CI runs it first.
+LINTED := blockmig hosts tests bench manage.py
+check: venv
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/ruff format --check $(LINTED)
 
 test: services postgres secret-key
 	$(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)

@@ -75,6 +75,7 @@ ANOMALIES: list[str] = []  # engine behaviour worth a look, printed at the end
 
 # -- environment ------------------------------------------------------------------------------
 
+
 class Environment:
     """A throwaway database and var dir, shared by the bench process and its workers."""
 
@@ -179,8 +180,11 @@ class LibvirtdWatch(threading.Thread):
     def note(self, section: str, t0: float) -> None:
         changes = self.between(t0, time.time())
         if changes:
-            line = (f"{section}: libvirtd changed pid {len(changes)}× during it (another test restarted it: "
-                    + ", ".join(f"{a}→{b or 'gone'}" for _t, a, b in changes) + "); its figures are disturbed")
+            line = (
+                f"{section}: libvirtd changed pid {len(changes)}× during it (another test restarted it: "
+                + ", ".join(f"{a}→{b or 'gone'}" for _t, a, b in changes)
+                + "); its figures are disturbed"
+            )
             print(f"    NOTE: {line}")
             ANOMALIES.append(line)
 
@@ -195,7 +199,7 @@ def cpu_or_none(pid: int | None) -> float | None:
 def proc_cpu_seconds(pid: int) -> float:
     """utime + stime of a process (all its threads), in seconds."""
     stat = Path(f"/proc/{pid}/stat").read_text()
-    rest = stat[stat.rfind(")") + 2:].split()
+    rest = stat[stat.rfind(")") + 2 :].split()
     return (int(rest[11]) + int(rest[12])) / CLK_TCK
 
 
@@ -221,6 +225,7 @@ def ms(value: float | None) -> str:
 
 # -- workers ----------------------------------------------------------------------------------
 
+
 class WorkerProcess:
     """One real `manage.py run_worker` on the bench's database."""
 
@@ -232,8 +237,12 @@ class WorkerProcess:
         self.log_path = var / f"{self.label}.log"
         env = {**os.environ, "BLOCKMIG_WORKER_SLOTS": str(slots), "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(
-            [sys.executable, "manage.py", "run_worker"], cwd=ROOT, env=env,
-            stdout=open(self.log_path, "w"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            [sys.executable, "manage.py", "run_worker"],
+            cwd=ROOT,
+            env=env,
+            stdout=open(self.log_path, "w"),
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
         )
 
     @property
@@ -282,6 +291,7 @@ def owner_pid(owner: str) -> int | None:
 
 
 # -- domains ----------------------------------------------------------------------------------
+
 
 class Lab:
     """The bench's own domains and files; cleanup() removes every one of them."""
@@ -394,6 +404,7 @@ class JobPoller:
 
 # -- app helpers ------------------------------------------------------------------------------
 
+
 def wait_state(migration_id: int, states: set[str], timeout: float = 60.0, poll: float = 0.01):
     from blockmig.models import Migration
 
@@ -433,6 +444,7 @@ def audit_trail(migration_id: int) -> str:
 
 # -- 1. request → block job started ---------------------------------------------------------
 
+
 def bench_start(ctx, lab: Lab, conn, runs: int, poll_period: float = 0.001) -> dict:
     import libvirt
 
@@ -464,8 +476,12 @@ def bench_start(ctx, lab: Lab, conn, runs: int, poll_period: float = 0.001) -> d
         t0_wall = time.time()
         t0 = time.perf_counter()
         migration = migration_request(
-            user=ctx["operator"], hypervisor=ctx["host"], domain_uuid=uuid,
-            disks=[DiskRequest("vda", str(path))], mode="shallow", dest_format="qcow2",
+            user=ctx["operator"],
+            hypervisor=ctx["host"],
+            domain_uuid=uuid,
+            disks=[DiskRequest("vda", str(path))],
+            mode="shallow",
+            dest_format="qcow2",
         )
         returned = time.perf_counter()
         thread.join()
@@ -515,11 +531,11 @@ def bench_start(ctx, lab: Lab, conn, runs: int, poll_period: float = 0.001) -> d
     def recover(kind: str, error: Exception) -> None:
         """Another test restarted libvirtd (or it stalled): put the disk back as it was and
         discard the run."""
+        from django.db import connections
+
         from blockmig.models import Migration
         from blockmig.states import ACTIVE_STATES
         from hosts.lab.domains import domain_state, virsh
-
-        from django.db import connections
 
         discarded.append(f"{kind}: {str(error).splitlines()[0][:200]}")
         connections.close_all()  # PostgreSQL restarted by another test: a new connection
@@ -585,21 +601,27 @@ def bench_start(ctx, lab: Lab, conn, runs: int, poll_period: float = 0.001) -> d
 def report_start(result: dict, runs: int) -> dict:
     rows = result["rows"]
     print(f"\n[1] Request → block job started, {runs} runs each, interleaved (ms)")
-    print(f"    the bench's poller: blockJobInfo, {result['poll_period'] * 1000:g} ms sleep between calls "
-          f"(+{result['poll_call'] * 1000:.2f} ms per call on average)")
+    print(
+        f"    the bench's poller: blockJobInfo, {result['poll_period'] * 1000:g} ms sleep between calls "
+        f"(+{result['poll_call'] * 1000:.2f} ms per call on average)"
+    )
     print(f"    {'':44}{'p50':>8}{'p95':>8}{'min':>8}{'max':>8}")
     figures = {}
-    for kind, label in (("blockmig", "blockmig: migration_request → job seen"),
-                        ("libvirt", "baseline: virDomainBlockCopy → job seen"),
-                        ("virsh", "baseline: virsh blockcopy → job seen")):
+    for kind, label in (
+        ("blockmig", "blockmig: migration_request → job seen"),
+        ("libvirt", "baseline: virDomainBlockCopy → job seen"),
+        ("virsh", "baseline: virsh blockcopy → job seen"),
+    ):
         values = [r["seconds"] for r in rows[kind]]
         figures[kind] = (pct(values, 50), pct(values, 95))
         print(f"    {label:44}{ms(pct(values, 50))}{ms(pct(values, 95))}{ms(min(values))}{ms(max(values))}")
     print("    blockmig breakdown (ms after t0)")
-    for key, label in (("returned", "migration_request() returned (preflight)"),
-                       ("preflight", "worker's `preflight` audit event (claimed)"),
-                       ("copying", "worker's `copying` audit event"),
-                       ("seconds", "block job seen by the poller")):
+    for key, label in (
+        ("returned", "migration_request() returned (preflight)"),
+        ("preflight", "worker's `preflight` audit event (claimed)"),
+        ("copying", "worker's `copying` audit event"),
+        ("seconds", "block job seen by the poller"),
+    ):
         values = [r[key] for r in rows["blockmig"] if r.get(key) is not None]
         if values:
             print(f"      {label:42}{ms(pct(values, 50))}{ms(pct(values, 95))}{ms(min(values))}{ms(max(values))}")
@@ -608,13 +630,16 @@ def report_start(result: dict, runs: int) -> dict:
     b50, b95 = figures["blockmig"]
     l50, l95 = figures["libvirt"]
     v50, v95 = figures["virsh"]
-    print(f"    ratio blockmig / libvirt blockCopy: p50 {b50 / l50:.2f}×, p95 {b95 / l95:.2f}×;"
-          f" blockmig / virsh: p50 {b50 / v50:.2f}×, p95 {b95 / v95:.2f}×")
+    print(
+        f"    ratio blockmig / libvirt blockCopy: p50 {b50 / l50:.2f}×, p95 {b95 / l95:.2f}×;"
+        f" blockmig / virsh: p50 {b50 / v50:.2f}×, p95 {b95 / v95:.2f}×"
+    )
     print(f"    goal p95 ≤ 50 ms: {'met' if b95 <= 0.050 else 'NOT met'} (p95 {b95 * 1000:.1f} ms)")
     return {"p50": b50, "p95": b95, "lib_p50": l50, "lib_p95": l95, "virsh_p50": v50, "virsh_p95": v95}
 
 
 # -- 2. takeover after kill -9 ----------------------------------------------------------------
+
 
 def bench_takeover(ctx, env: Environment, workers: list[WorkerProcess], rounds: int, slots: int) -> dict:
     from django.conf import settings
@@ -629,15 +654,28 @@ def bench_takeover(ctx, env: Environment, workers: list[WorkerProcess], rounds: 
         workers.append(WorkerProcess(env.var, slots))
         workers[-1].wait_ready()
     migration = migration_request(
-        user=ctx["operator"], hypervisor=ctx["host"], domain_uuid=uuid,
-        disks=[DiskRequest("vda", str(path))], mode="shallow", dest_format="qcow2", bandwidth_mib=1,
+        user=ctx["operator"],
+        hypervisor=ctx["host"],
+        domain_uuid=uuid,
+        disks=[DiskRequest("vda", str(path))],
+        mode="shallow",
+        dest_format="qcow2",
+        bandwidth_mib=1,
     )
     mid = migration.pk
     results = []
 
     def row():
-        return Migration.objects.values("state", "lease_owner", "lease_epoch", "lease_expires_at", "progress_at",
-                                        "bytes_done", "bytes_total", "failure_reason").get(pk=mid)
+        return Migration.objects.values(
+            "state",
+            "lease_owner",
+            "lease_epoch",
+            "lease_expires_at",
+            "progress_at",
+            "bytes_done",
+            "bytes_total",
+            "failure_reason",
+        ).get(pk=mid)
 
     def wait_progress_after(after: datetime, owner_not: str | None = None, timeout: float = 40.0):
         deadline = time.monotonic() + timeout
@@ -674,26 +712,31 @@ def bench_takeover(ctx, env: Environment, workers: list[WorkerProcess], rounds: 
             takeover = None
             deadline = time.monotonic() + 40
             while takeover is None and time.monotonic() < deadline:
-                takeover = (AuditEvent.objects.filter(migration_id=mid, event_type="takeover", created_at__gt=killed_at)
-                            .order_by("created_at").first())
+                takeover = (
+                    AuditEvent.objects.filter(migration_id=mid, event_type="takeover", created_at__gt=killed_at)
+                    .order_by("created_at")
+                    .first()
+                )
                 if takeover is None:
                     time.sleep(0.01)
             if takeover is None:
                 raise RuntimeError(f"no takeover event within 40 s of killing {holder.label}")
             after = wait_progress_after(killed_at, owner_not=before["lease_owner"])
             new_holder = next((w for w in workers if w.alive() and w.pid == owner_pid(after["lease_owner"])), None)
-            results.append({
-                "mode": mode,
-                "lease_left": lease_left,
-                "to_takeover": takeover.created_at.timestamp() - t_kill,
-                "to_progress": after["progress_at"].timestamp() - t_kill,
-                "previous_ok": takeover.details.get("previous_worker") == before["lease_owner"],
-                "bytes_before": before["bytes_done"],
-                "bytes_after": after["bytes_done"],
-                "epoch": (before["lease_epoch"], after["lease_epoch"]),
-                "killed": holder.label,
-                "taken_by": new_holder.label if new_holder else after["lease_owner"],
-            })
+            results.append(
+                {
+                    "mode": mode,
+                    "lease_left": lease_left,
+                    "to_takeover": takeover.created_at.timestamp() - t_kill,
+                    "to_progress": after["progress_at"].timestamp() - t_kill,
+                    "previous_ok": takeover.details.get("previous_worker") == before["lease_owner"],
+                    "bytes_before": before["bytes_done"],
+                    "bytes_after": after["bytes_done"],
+                    "epoch": (before["lease_epoch"], after["lease_epoch"]),
+                    "killed": holder.label,
+                    "taken_by": new_holder.label if new_holder else after["lease_owner"],
+                }
+            )
             if fresh is not None:
                 fresh.wait_ready()
     finally:
@@ -710,28 +753,44 @@ def bench_takeover(ctx, env: Environment, workers: list[WorkerProcess], rounds: 
 
 def report_takeover(result: dict) -> dict:
     lease = result["lease"]
-    print(f"\n[2] Takeover after kill -9 of the worker while copying (1 MiB/s), lease {lease:g} s, "
-          f"heartbeat {result['heartbeat']:g} s, poll {result['poll']:g} s")
-    print(f"    {'round':>5} {'mode':8}{'lease left':>11}{'→takeover':>11}{'→progress':>11}  "
-          f"{'over floor':>10}  bytes_done before → after, epoch, who")
+    print(
+        f"\n[2] Takeover after kill -9 of the worker while copying (1 MiB/s), lease {lease:g} s, "
+        f"heartbeat {result['heartbeat']:g} s, poll {result['poll']:g} s"
+    )
+    print(
+        f"    {'round':>5} {'mode':8}{'lease left':>11}{'→takeover':>11}{'→progress':>11}  "
+        f"{'over floor':>10}  bytes_done before → after, epoch, who"
+    )
     for i, r in enumerate(result["rounds"], 1):
-        print(f"    {i:5} {r['mode']:8}{r['lease_left']:10.2f}s{r['to_takeover']:10.2f}s{r['to_progress']:10.2f}s"
-              f"  {r['to_takeover'] - max(r['lease_left'], 0):9.2f}s  {r['bytes_before'] // MiB} → "
-              f"{r['bytes_after'] // MiB} MiB, {r['epoch'][0]}→{r['epoch'][1]}, {r['killed']} → {r['taken_by']}"
-              + ("" if r["previous_ok"] else "  (takeover event names another previous worker!)"))
+        print(
+            f"    {i:5} {r['mode']:8}{r['lease_left']:10.2f}s{r['to_takeover']:10.2f}s{r['to_progress']:10.2f}s"
+            f"  {r['to_takeover'] - max(r['lease_left'], 0):9.2f}s  {r['bytes_before'] // MiB} → "
+            f"{r['bytes_after'] // MiB} MiB, {r['epoch'][0]}→{r['epoch'][1]}, {r['killed']} → {r['taken_by']}"
+            + ("" if r["previous_ok"] else "  (takeover event names another previous worker!)")
+        )
     takeovers = [r["to_takeover"] for r in result["rounds"]]
     progress = [r["to_progress"] for r in result["rounds"]]
     worst_t, worst_p = max(takeovers), max(progress)
-    print(f"    kill → takeover event: median {statistics.median(takeovers):.2f} s, max {worst_t:.2f} s;"
-          f" kill → next progress write: median {statistics.median(progress):.2f} s, max {worst_p:.2f} s")
-    print(f"    baseline (floor) = the lease, {lease:g} s: nobody may take over before it runs out; "
-          f"ratio takeover / lease: median {statistics.median(takeovers) / lease:.2f}×, max {worst_t / lease:.2f}×")
+    print(
+        f"    kill → takeover event: median {statistics.median(takeovers):.2f} s, max {worst_t:.2f} s;"
+        f" kill → next progress write: median {statistics.median(progress):.2f} s, max {worst_p:.2f} s"
+    )
+    print(
+        f"    baseline (floor) = the lease, {lease:g} s: nobody may take over before it runs out; "
+        f"ratio takeover / lease: median {statistics.median(takeovers) / lease:.2f}×, max {worst_t / lease:.2f}×"
+    )
     print(f"    goal ≤ 10 s: {'met' if worst_p <= 10 else 'NOT met'} (worst kill → progress {worst_p:.2f} s)")
-    return {"takeover_median": statistics.median(takeovers), "takeover_max": worst_t,
-            "progress_median": statistics.median(progress), "progress_max": worst_p, "lease": lease}
+    return {
+        "takeover_median": statistics.median(takeovers),
+        "takeover_max": worst_t,
+        "progress_median": statistics.median(progress),
+        "progress_max": worst_p,
+        "lease": lease,
+    }
 
 
 # -- 3. concurrent migrations ---------------------------------------------------------------
+
 
 def bench_concurrent(ctx, lab: Lab, worker: WorkerProcess, count: int, window: float, data_mib: int) -> dict:
     from blockmig.lifecycle import DiskRequest, hypervisor_set_auto_pivot, migration_request, migration_set_bandwidth
@@ -749,23 +808,37 @@ def bench_concurrent(ctx, lab: Lab, worker: WorkerProcess, count: int, window: f
     cpu0, lv0, w0 = worker.cpu(), cpu_or_none(libvirtd), time.monotonic()
     time.sleep(window)
     cpu1, lv1, w1 = worker.cpu(), cpu_or_none(libvirtd), time.monotonic()
-    idle = {"cpu": cpu1 - cpu0, "seconds": w1 - w0,
-            "libvirtd": (lv1 - lv0) if lv0 is not None and lv1 is not None and libvirtd_pid() == libvirtd else None}
+    idle = {
+        "cpu": cpu1 - cpu0,
+        "seconds": w1 - w0,
+        "libvirtd": (lv1 - lv0) if lv0 is not None and lv1 is not None and libvirtd_pid() == libvirtd else None,
+    }
 
     t_request = time.monotonic()
     ids = []
     try:
         for i, (_name, uuid) in enumerate(made):
             dest = lab.dests / f"c{i:02d}.qcow2"
-            ids.append(migration_request(
-                user=ctx["operator"], hypervisor=ctx["host"], domain_uuid=uuid,
-                disks=[DiskRequest("vda", str(dest))], mode="shallow", dest_format="qcow2", bandwidth_mib=1,
-            ).pk)
+            ids.append(
+                migration_request(
+                    user=ctx["operator"],
+                    hypervisor=ctx["host"],
+                    domain_uuid=uuid,
+                    disks=[DiskRequest("vda", str(dest))],
+                    mode="shallow",
+                    dest_format="qcow2",
+                    bandwidth_mib=1,
+                ).pk
+            )
         requested = time.monotonic() - t_request
 
         def rows():
-            return {r["pk"]: r for r in Migration.objects.filter(pk__in=ids).values(
-                "pk", "state", "progress_at", "bytes_done", "bytes_total", "failure_reason", "lease_owner")}
+            return {
+                r["pk"]: r
+                for r in Migration.objects.filter(pk__in=ids).values(
+                    "pk", "state", "progress_at", "bytes_done", "bytes_total", "failure_reason", "lease_owner"
+                )
+            }
 
         # All copying and each with a first progress write before the window opens.
         deadline = time.monotonic() + 60
@@ -799,8 +872,11 @@ def bench_concurrent(ctx, lab: Lab, worker: WorkerProcess, count: int, window: f
                     byte_changes[pk] += 1
                 last[pk] = (r["progress_at"], r["bytes_done"])
         cpu1, lv1, w1 = worker.cpu(), cpu_or_none(libvirtd), time.monotonic()
-        busy = {"cpu": cpu1 - cpu0, "seconds": w1 - w0,
-                "libvirtd": (lv1 - lv0) if lv0 is not None and lv1 is not None and libvirtd_pid() == libvirtd else None}
+        busy = {
+            "cpu": cpu1 - cpu0,
+            "seconds": w1 - w0,
+            "libvirtd": (lv1 - lv0) if lv0 is not None and lv1 is not None and libvirtd_pid() == libvirtd else None,
+        }
         done_bytes = {pk: r["bytes_done"] for pk, r in rows().items()}
 
         # Lift the limit through the app; auto_pivot takes each through the pivot.
@@ -833,62 +909,98 @@ def bench_concurrent(ctx, lab: Lab, worker: WorkerProcess, count: int, window: f
         if left:
             print(f"    {left} of the concurrent migrations still active after the section")
     return {
-        "count": count, "build": build, "requested": requested, "all_copying": all_copying, "owners": len(owners),
-        "idle": idle, "busy": busy, "changes": changes, "byte_changes": byte_changes, "states_seen": states_seen,
-        "finished": finished, "final": final, "failures": failures, "bytes_at_window_end": done_bytes,
+        "count": count,
+        "build": build,
+        "requested": requested,
+        "all_copying": all_copying,
+        "owners": len(owners),
+        "idle": idle,
+        "busy": busy,
+        "changes": changes,
+        "byte_changes": byte_changes,
+        "states_seen": states_seen,
+        "finished": finished,
+        "final": final,
+        "failures": failures,
+        "bytes_at_window_end": done_bytes,
         "data_mib": data_mib,
     }
 
 
 def report_concurrent(result: dict, slots: int) -> dict:
     count, idle, busy = result["count"], result["idle"], result["busy"]
-    print(f"\n[3] {count} concurrent migrations (64 MiB qcow2 each, {result['data_mib']} MiB of data, 1 MiB/s), "
-          f"one worker, BLOCKMIG_WORKER_SLOTS={slots}")
-    print(f"    {count} domains built in {result['build']:.1f} s; {count} requests took {result['requested']:.2f} s; "
-          f"all copying with a first progress write {result['all_copying']:.2f} s after the first request "
-          f"(held by {result['owners']} worker)")
+    print(
+        f"\n[3] {count} concurrent migrations (64 MiB qcow2 each, {result['data_mib']} MiB of data, 1 MiB/s), "
+        f"one worker, BLOCKMIG_WORKER_SLOTS={slots}"
+    )
+    print(
+        f"    {count} domains built in {result['build']:.1f} s; {count} requests took {result['requested']:.2f} s; "
+        f"all copying with a first progress write {result['all_copying']:.2f} s after the first request "
+        f"(held by {result['owners']} worker)"
+    )
     idle_pct = 100 * idle["cpu"] / idle["seconds"]
     busy_pct = 100 * busy["cpu"] / busy["seconds"]
     per = busy_pct / count
     per_net = (busy_pct - idle_pct) / count
-    print(f"    worker CPU, window {busy['seconds']:.1f} s: {busy_pct:.2f} % of a core with {count} copying "
-          f"vs idle baseline {idle_pct:.2f} % ({idle['seconds']:.1f} s window); ratio "
-          + (f"{busy_pct / idle_pct:.1f}×" if idle_pct > 0 else "n/a (idle 0)"))
-    print(f"    per active migration: {per:.2f} % of a core ({per_net:.2f} % above idle); "
-          f"goal ≤ 2 %: {'met' if per <= 2 else 'NOT met'}")
+    print(
+        f"    worker CPU, window {busy['seconds']:.1f} s: {busy_pct:.2f} % of a core with {count} copying "
+        f"vs idle baseline {idle_pct:.2f} % ({idle['seconds']:.1f} s window); ratio "
+        + (f"{busy_pct / idle_pct:.1f}×" if idle_pct > 0 else "n/a (idle 0)")
+    )
+    print(
+        f"    per active migration: {per:.2f} % of a core ({per_net:.2f} % above idle); "
+        f"goal ≤ 2 %: {'met' if per <= 2 else 'NOT met'}"
+    )
     if busy["libvirtd"] is not None and idle["libvirtd"] is not None:
-        print(f"    libvirtd CPU (shared with the other lab tests, informational): "
-              f"{100 * busy['libvirtd'] / busy['seconds']:.1f} % while copying vs "
-              f"{100 * idle['libvirtd'] / idle['seconds']:.1f} % during the idle window")
+        print(
+            f"    libvirtd CPU (shared with the other lab tests, informational): "
+            f"{100 * busy['libvirtd'] / busy['seconds']:.1f} % while copying vs "
+            f"{100 * idle['libvirtd'] / idle['seconds']:.1f} % during the idle window"
+        )
     writes = sum(result["changes"].values())
     rate = writes / busy["seconds"]
     per_mig = [c / busy["seconds"] for c in result["changes"].values()]
     byte_rate = sum(result["byte_changes"].values()) / busy["seconds"]
-    print(f"    progress writes (changes of progress_at, polled every 0.1 s): {rate:.1f}/s in all vs {count}/s expected "
-          f"(1/s each) = {rate / count:.2f}×; per migration min {min(per_mig):.2f}/s, median "
-          f"{statistics.median(per_mig):.2f}/s, max {max(per_mig):.2f}/s")
-    print(f"    (bytes_done itself changed {byte_rate:.2f}/s: under a speed limit QEMU's mirror copies a whole buffer, "
-          f"16 MiB by default, then sleeps, so cur moves in steps)")
+    print(
+        f"    progress writes (changes of progress_at, polled every 0.1 s): {rate:.1f}/s in all vs {count}/s expected "
+        f"(1/s each) = {rate / count:.2f}×; per migration min {min(per_mig):.2f}/s, median "
+        f"{statistics.median(per_mig):.2f}/s, max {max(per_mig):.2f}/s"
+    )
+    print(
+        f"    (bytes_done itself changed {byte_rate:.2f}/s: under a speed limit QEMU's mirror copies a whole buffer, "
+        f"16 MiB by default, then sleeps, so cur moves in steps)"
+    )
     if result["states_seen"] - {"copying"}:
         print(f"    NOTE: states seen during the window besides copying: {sorted(result['states_seen'] - {'copying'})}")
     final = ", ".join(f"{n} {s}" for s, n in sorted(result["final"].items()))
-    print(f"    limit lifted (migration_set_bandwidth 0), auto_pivot on: {final} "
-          f"{result['finished']:.1f} s later")
+    print(f"    limit lifted (migration_set_bandwidth 0), auto_pivot on: {final} {result['finished']:.1f} s later")
     for failure in result["failures"]:
         print(f"      failed {failure}")
-    return {"cpu_per_migration": per, "cpu_per_migration_net": per_net, "idle_pct": idle_pct, "busy_pct": busy_pct,
-            "progress_rate": rate, "expected_rate": count, "completed": result["final"].get("completed", 0),
-            "count": count}
+    return {
+        "cpu_per_migration": per,
+        "cpu_per_migration_net": per_net,
+        "idle_pct": idle_pct,
+        "busy_pct": busy_pct,
+        "progress_rate": rate,
+        "expected_rate": count,
+        "completed": result["final"].get("completed", 0),
+        "count": count,
+    }
 
 
 # -- 4. full copy bench ---------------------------------------------------------------------
 
+
 def bench_copy() -> dict:
     print("\n[4] bench/bench_migration.py (full copy vs virsh blockcopy, its own worker and database)", flush=True)
-    proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "bench_migration.py")], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={k: v for k, v in os.environ.items()
-                                 if k not in ("DATABASE_URL", "BLOCKMIG_VAR_DIR", "BLOCKMIG_CHANNEL_PREFIX")})
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "bench" / "bench_migration.py")],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "BLOCKMIG_VAR_DIR", "BLOCKMIG_CHANNEL_PREFIX")},
+    )
     ratio = None
     for line in proc.stdout:
         print("    | " + line.rstrip(), flush=True)
@@ -897,13 +1009,16 @@ def bench_copy() -> dict:
             ratio = float(match.group(1))
     proc.wait()
     if ratio is not None:
-        print(f"    full-copy ratio blockmig / virsh blockcopy: {ratio:.3f}× (goal ≤ 1.02: {'met' if ratio <= 1.02 else 'NOT met'})")
+        print(
+            f"    full-copy ratio blockmig / virsh blockcopy: {ratio:.3f}× (goal ≤ 1.02: {'met' if ratio <= 1.02 else 'NOT met'})"
+        )
     else:
         print(f"    bench_migration.py printed no ratio (exit code {proc.returncode})")
     return {"ratio": ratio, "rc": proc.returncode}
 
 
 # -- main ---------------------------------------------------------------------------------
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -924,8 +1039,7 @@ def main() -> int:
     sys.setswitchinterval(0.0005)  # the poller thread must not wait 5 ms for the GIL
 
     code = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    print(f"bench_engine on {code or 'unknown code'}; the machine is shared with other lab tests (noisy): {noise()}",
-          flush=True)
+    print(f"bench_engine on {code or 'unknown code'}; the machine is shared with other lab tests (noisy): {noise()}", flush=True)
     env = Environment(args.db)
     import libvirt
     from django.conf import settings
@@ -955,15 +1069,25 @@ def main() -> int:
         admin = User.objects.create_user("admin", is_superuser=True)
         host = Hypervisor.objects.create(name="bench", uri=URI, allowed_roots=[str(lab.dests)])
         lat_name, lat_uuid = lab.domain("lat", 64, 48)
-        ctx = {"operator": operator, "admin": admin, "host": host, "lat_name": lat_name, "lat_uuid": lat_uuid, "lab": lab,
-               "watch": watch}
+        ctx = {
+            "operator": operator,
+            "admin": admin,
+            "host": host,
+            "lat_name": lat_name,
+            "lat_uuid": lat_uuid,
+            "lab": lab,
+            "watch": watch,
+        }
         conn = libvirt.open(URI)
 
         workers.append(WorkerProcess(env.var, slots))
         workers[0].wait_ready()
-        print(f"database: {settings.DATABASES['default']['ENGINE'].rsplit('.', 1)[-1]}; virt type {lab.virt}; "
-              f"lease {settings.BLOCKMIG_LEASE_SECONDS:g} s, heartbeat {settings.BLOCKMIG_HEARTBEAT_SECONDS:g} s, "
-              f"poll {settings.BLOCKMIG_POLL_SECONDS:g} s, worker slots {slots}", flush=True)
+        print(
+            f"database: {settings.DATABASES['default']['ENGINE'].rsplit('.', 1)[-1]}; virt type {lab.virt}; "
+            f"lease {settings.BLOCKMIG_LEASE_SECONDS:g} s, heartbeat {settings.BLOCKMIG_HEARTBEAT_SECONDS:g} s, "
+            f"poll {settings.BLOCKMIG_POLL_SECONDS:g} s, worker slots {slots}",
+            flush=True,
+        )
 
         def section(label: str, fn) -> None:
             t0 = time.time()
@@ -990,7 +1114,8 @@ def main() -> int:
         def concurrent():
             alive = next(w for w in workers if w.alive())
             figures["concurrent"] = report_concurrent(
-                bench_concurrent(ctx, lab, alive, args.concurrent, args.window, args.conc_data_mib), slots)
+                bench_concurrent(ctx, lab, alive, args.concurrent, args.window, args.conc_data_mib), slots
+            )
 
         def takeover():
             figures["takeover"] = report_takeover(bench_takeover(ctx, env, workers, args.takeovers, slots))
@@ -1019,25 +1144,33 @@ def main() -> int:
     if not args.skip_copy_bench:
         figures["copy"] = bench_copy()
 
-    print(f"\nSummary (noisy shared machine: compare each figure with its same-run baseline; "
-          f"engine parts took {engine_seconds:.0f} s)")
+    print(
+        f"\nSummary (noisy shared machine: compare each figure with its same-run baseline; "
+        f"engine parts took {engine_seconds:.0f} s)"
+    )
     if "start" in figures:
         f = figures["start"]
-        print(f"  request → block job started: p50 {f['p50'] * 1000:.1f} ms, p95 {f['p95'] * 1000:.1f} ms | "
-              f"baseline blockCopy p50 {f['lib_p50'] * 1000:.1f} / p95 {f['lib_p95'] * 1000:.1f} ms "
-              f"(virsh {f['virsh_p50'] * 1000:.1f} / {f['virsh_p95'] * 1000:.1f} ms) | ratio p50 "
-              f"{f['p50'] / f['lib_p50']:.2f}×, p95 {f['p95'] / f['lib_p95']:.2f}× | goal p95 ≤ 50 ms")
+        print(
+            f"  request → block job started: p50 {f['p50'] * 1000:.1f} ms, p95 {f['p95'] * 1000:.1f} ms | "
+            f"baseline blockCopy p50 {f['lib_p50'] * 1000:.1f} / p95 {f['lib_p95'] * 1000:.1f} ms "
+            f"(virsh {f['virsh_p50'] * 1000:.1f} / {f['virsh_p95'] * 1000:.1f} ms) | ratio p50 "
+            f"{f['p50'] / f['lib_p50']:.2f}×, p95 {f['p95'] / f['lib_p95']:.2f}× | goal p95 ≤ 50 ms"
+        )
     if "takeover" in figures:
         f = figures["takeover"]
-        print(f"  takeover after kill -9: kill → takeover median {f['takeover_median']:.2f} s (max "
-              f"{f['takeover_max']:.2f}), → progress median {f['progress_median']:.2f} s (max {f['progress_max']:.2f}) | "
-              f"baseline lease {f['lease']:g} s | ratio {f['takeover_median'] / f['lease']:.2f}× | goal ≤ 10 s")
+        print(
+            f"  takeover after kill -9: kill → takeover median {f['takeover_median']:.2f} s (max "
+            f"{f['takeover_max']:.2f}), → progress median {f['progress_median']:.2f} s (max {f['progress_max']:.2f}) | "
+            f"baseline lease {f['lease']:g} s | ratio {f['takeover_median'] / f['lease']:.2f}× | goal ≤ 10 s"
+        )
     if "concurrent" in figures:
         f = figures["concurrent"]
-        print(f"  {f['count']} concurrent: {f['completed']}/{f['count']} completed; worker CPU {f['busy_pct']:.1f} % "
-              f"vs idle {f['idle_pct']:.2f} % = {f['cpu_per_migration']:.2f} % per migration "
-              f"({f['cpu_per_migration_net']:.2f} % above idle) | goal ≤ 2 %; progress {f['progress_rate']:.1f}/s vs "
-              f"{f['expected_rate']}/s expected ({f['progress_rate'] / f['expected_rate']:.2f}×)")
+        print(
+            f"  {f['count']} concurrent: {f['completed']}/{f['count']} completed; worker CPU {f['busy_pct']:.1f} % "
+            f"vs idle {f['idle_pct']:.2f} % = {f['cpu_per_migration']:.2f} % per migration "
+            f"({f['cpu_per_migration_net']:.2f} % above idle) | goal ≤ 2 %; progress {f['progress_rate']:.1f}/s vs "
+            f"{f['expected_rate']}/s expected ({f['progress_rate'] / f['expected_rate']:.2f}×)"
+        )
     if "copy" in figures and figures["copy"]["ratio"] is not None:
         print(f"  full copy vs virsh blockcopy: {figures['copy']['ratio']:.3f}× | goal ≤ 1.02")
     if failed:

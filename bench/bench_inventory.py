@@ -135,8 +135,10 @@ def page_cost(hypervisor: Hypervisor, repeat: int) -> tuple[float, int] | None:
 def print_table(rows: list[dict]) -> None:
     print()
     print("inventory sync (seconds; ratio = blockmig / bare libvirt, same run)")
-    print(f"{'domains':>8} | {'bare 1st':>8} {'sync 1st':>8} {'ratio':>6} | {'bare ss':>8} {'sync ss':>8} {'ratio':>6} | "
-          f"{'forced':>7} | {'calls 1st/ss':>12} | {'SQL 1st/ss/forced':>17}")
+    print(
+        f"{'domains':>8} | {'bare 1st':>8} {'sync 1st':>8} {'ratio':>6} | {'bare ss':>8} {'sync ss':>8} {'ratio':>6} | "
+        f"{'forced':>7} | {'calls 1st/ss':>12} | {'SQL 1st/ss/forced':>17}"
+    )
     for r in rows:
         print(
             f"{r['domains']:>8} | {r['bare_first']:8.3f} {r['sync_first']:8.3f} {r['sync_first'] / r['bare_first']:6.1f} | "

@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import secrets
 import re
+import secrets
 import shutil
 import signal
 import statistics
@@ -120,7 +120,8 @@ class EventListener:
         self.log = log
         self.proc = subprocess.Popen(
             ["virsh", "-c", URI, "event", "--domain", name, "--event", "block-job-2", "--loop", "--timestamp"],
-            stdout=open(log, "w"), stderr=subprocess.STDOUT,
+            stdout=open(log, "w"),
+            stderr=subprocess.STDOUT,
         )
 
     def ready_times(self) -> list[float]:
@@ -148,8 +149,12 @@ def bench_blockmig(ctx, dest: Path, events: EventListener) -> dict:
 
     t0 = time.time()
     migration = migration_request(
-        user=ctx["operator"], hypervisor=ctx["host"], domain_uuid=ctx["uuid"],
-        disks=[DiskRequest("vda", str(dest))], mode="full", dest_format="qcow2",
+        user=ctx["operator"],
+        hypervisor=ctx["host"],
+        domain_uuid=ctx["uuid"],
+        disks=[DiskRequest("vda", str(dest))],
+        mode="full",
+        dest_format="qcow2",
     )
     copying_seen = None
     while True:
@@ -252,8 +257,11 @@ def main() -> int:
 
         env = {**os.environ, "DATABASE_URL": f"sqlite:///{var / 'db.sqlite3'}"}
         worker = subprocess.Popen(
-            [sys.executable, "manage.py", "run_worker"], cwd=ROOT, env=env,
-            stdout=open(var / "worker.log", "w"), stderr=subprocess.STDOUT,
+            [sys.executable, "manage.py", "run_worker"],
+            cwd=ROOT,
+            env=env,
+            stdout=open(var / "worker.log", "w"),
+            stderr=subprocess.STDOUT,
         )
         events = EventListener(name, var / "events.log")
         time.sleep(1.0)  # worker and listener up before the first request
@@ -274,8 +282,11 @@ def main() -> int:
                 settle()
             rows.append((order, result))
             b, v = result["blockmig"], result["virsh"]
-            print(f"repeat {rep + 1} ({' then '.join(order)}): blockmig {b['seconds']:.3f} s, virsh {v['seconds']:.3f} s, "
-                  f"ratio {b['seconds'] / v['seconds']:.3f}", flush=True)
+            print(
+                f"repeat {rep + 1} ({' then '.join(order)}): blockmig {b['seconds']:.3f} s, virsh {v['seconds']:.3f} s, "
+                f"ratio {b['seconds'] / v['seconds']:.3f}",
+                flush=True,
+            )
 
         b_times = [r["blockmig"]["seconds"] for _, r in rows]
         v_times = [r["virsh"]["seconds"] for _, r in rows]

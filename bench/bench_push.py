@@ -22,8 +22,8 @@ import argparse
 import asyncio
 import base64
 import os
-import secrets
 import re
+import secrets
 import shutil
 import socket
 import statistics
@@ -214,7 +214,9 @@ async def run_bare(clients: int, updates: int) -> list[float]:
 
 def summary(name: str, latencies: list[float]) -> str:
     ms = [x * 1000 for x in latencies]
-    return f"{name:<34} n={len(ms):<6} p50={statistics.median(ms):7.1f} ms  p95={percentile(ms, 95):7.1f} ms  max={max(ms):7.1f} ms"
+    return (
+        f"{name:<34} n={len(ms):<6} p50={statistics.median(ms):7.1f} ms  p95={percentile(ms, 95):7.1f} ms  max={max(ms):7.1f} ms"
+    )
 
 
 def main() -> int:
@@ -239,7 +241,7 @@ def main() -> int:
                 break
             except OSError:
                 if time.monotonic() > deadline or daphne.poll() is not None:
-                    raise SystemExit(f"daphne did not start: {daphne.stderr.read().decode()[-2000:]}")
+                    raise SystemExit(f"daphne did not start: {daphne.stderr.read().decode()[-2000:]}") from None
                 time.sleep(0.1)
         bare = asyncio.run(run_bare(args.clients, args.updates))
         push = asyncio.run(run_push(port, migration_id, cookies, args.updates))

@@ -38,8 +38,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import secrets
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -59,8 +59,15 @@ sys.path.insert(0, str(ROOT))
 
 URI = "qemu:///system"
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 READY_WORDING = "Ready — awaiting approval"
 PASSWORD = "pw-bench-ready-to-dom"
 START_TIMEOUT = 60.0
@@ -107,6 +114,7 @@ INIT_SCRIPT = r"""
 
 # -- site -------------------------------------------------------------------------------------
 
+
 def setup_environment() -> tuple[Path, dict[str, str]]:
     var = Path(tempfile.mkdtemp(prefix="blockmig-bench-r2d-"))
     os.environ["BLOCKMIG_VAR_DIR"] = str(var)
@@ -144,8 +152,9 @@ class Process:
     def __init__(self, name: str, args: list[str], env: dict[str, str], log: Path):
         self.name, self.log_path = name, log
         with open(log, "w") as out:
-            self.popen = subprocess.Popen(args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                          stdin=subprocess.DEVNULL, start_new_session=True)
+            self.popen = subprocess.Popen(
+                args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            )
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -205,9 +214,23 @@ class EventListener:
         self.log = log
         with open(log, "w") as out:
             self.proc = subprocess.Popen(
-                ["stdbuf", "-oL", "virsh", "-c", URI, "event", "--domain", name, "--event", "block-job-2", "--loop",
-                 "--timestamp"],
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                [
+                    "stdbuf",
+                    "-oL",
+                    "virsh",
+                    "-c",
+                    URI,
+                    "event",
+                    "--domain",
+                    name,
+                    "--event",
+                    "block-job-2",
+                    "--loop",
+                    "--timestamp",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
 
     def ready_times(self) -> list[float]:
@@ -259,6 +282,7 @@ def wait_state(migration_id: int, states: set[str], timeout: float = 60.0) -> st
 
 # -- measurements -------------------------------------------------------------------------------
 
+
 def real_run(ctx, page, index: int) -> dict:
     from blockmig.lifecycle import DiskRequest, migration_abort, migration_request
     from blockmig.models import AuditEvent, Migration
@@ -266,8 +290,12 @@ def real_run(ctx, page, index: int) -> dict:
     dest = ctx.vm.backups / f"copy-{index}.qcow2"
     requested = time.time()
     migration = migration_request(
-        user=ctx.operator, hypervisor=ctx.host, domain_uuid=ctx.vm.uuid, disks=[DiskRequest("vda", str(dest))],
-        mode="shallow", bandwidth_mib=ctx.bandwidth,
+        user=ctx.operator,
+        hypervisor=ctx.host,
+        domain_uuid=ctx.vm.uuid,
+        disks=[DiskRequest("vda", str(dest))],
+        mode="shallow",
+        bandwidth_mib=ctx.bandwidth,
     )
     page.bring_to_front()
     page.goto(f"/migrations/{migration.pk}/")
@@ -292,7 +320,7 @@ def real_run(ctx, page, index: int) -> dict:
         raise RuntimeError(f"{dest} is still there after the abort")
 
     ready_at = migration.ready_at.timestamp()
-    valid = (libvirt is not None and js["wsOpen"] is not None and js["wsOpen"] / 1000 < libvirt and not js["initialReady"])
+    valid = libvirt is not None and js["wsOpen"] is not None and js["wsOpen"] / 1000 < libvirt and not js["initialReady"]
     return {
         "id": migration.pk,
         "valid": valid,
@@ -330,16 +358,27 @@ def create_baseline_row(ctx) -> int:
 
     fake_uuid = str(uuid.uuid4())
     migration = Migration.objects.create(
-        hypervisor=ctx.host, domain_uuid=fake_uuid, domain_name=f"{ctx.vm.name}-baseline",
-        requested_by=ctx.operator, state=State.COPYING, bytes_total=64 << 20, bytes_done=32 << 20,
+        hypervisor=ctx.host,
+        domain_uuid=fake_uuid,
+        domain_name=f"{ctx.vm.name}-baseline",
+        requested_by=ctx.operator,
+        state=State.COPYING,
+        bytes_total=64 << 20,
+        bytes_done=32 << 20,
         bandwidth_mib=ctx.bandwidth,
         # Held by the bench for a day: no worker claims it.
-        lease_owner=f"bench-baseline-{os.getpid()}", lease_expires_at=datetime.now(UTC) + timedelta(days=1),
+        lease_owner=f"bench-baseline-{os.getpid()}",
+        lease_expires_at=datetime.now(UTC) + timedelta(days=1),
     )
     MigrationDisk.objects.create(
-        migration=migration, hypervisor=ctx.host, domain_uuid=fake_uuid, target="vda",
-        source_path=str(ctx.vm.disks[0].path), destination=str(ctx.vm.backups / "baseline.qcow2"),
-        end=64 << 20, cur=32 << 20,
+        migration=migration,
+        hypervisor=ctx.host,
+        domain_uuid=fake_uuid,
+        target="vda",
+        source_path=str(ctx.vm.disks[0].path),
+        destination=str(ctx.vm.backups / "baseline.qcow2"),
+        end=64 << 20,
+        cur=32 << 20,
     )
     return migration.pk
 
@@ -355,7 +394,9 @@ def baseline_sample(page, migration_id: int) -> dict:
     publish.migration_changed(migration_id)
     page.wait_for_function(
         f"!document.getElementById('migration-{migration_id}-status').textContent.includes({READY_WORDING!r})",
-        timeout=20_000, polling=20)
+        timeout=20_000,
+        polling=20,
+    )
     page.evaluate("window.__bench.arm()")
     time.sleep(0.05)
     Migration.objects.filter(pk=migration_id).update(state=State.READY, ready_at=datetime.now(UTC), bytes_done=64 << 20)
@@ -373,6 +414,7 @@ def baseline_sample(page, migration_id: int) -> dict:
 
 # -- report -------------------------------------------------------------------------------------
 
+
 def percentile(values: list[float], q: float) -> float:
     """Nearest rank (as bench_push): with 10 samples p95 is the largest."""
     ordered = sorted(values)
@@ -387,40 +429,52 @@ def stats_line(label: str, values: list) -> str:
     known = [v for v in values if v is not None]
     if not known:
         return f"  {label:40}{'n/a':>9}"
-    return (f"  {label:40}{statistics.median(known) * 1000:9.1f}{percentile(known, 95) * 1000:9.1f}"
-            f"{min(known) * 1000:9.1f}{max(known) * 1000:9.1f}")
+    return (
+        f"  {label:40}{statistics.median(known) * 1000:9.1f}{percentile(known, 95) * 1000:9.1f}"
+        f"{min(known) * 1000:9.1f}{max(known) * 1000:9.1f}"
+    )
 
 
 def report(runs: list[dict], base: list[dict], args) -> None:
     valid = [r for r in runs if r["valid"]]
     print()
-    print(f"READY → DOM in Chromium, {len(runs)} runs ({len(valid)} valid: socket open before READY), "
-          f"shallow copy at {args.bandwidth} MiB/s; baseline {len(base)} publish → DOM samples, same site and browser")
+    print(
+        f"READY → DOM in Chromium, {len(runs)} runs ({len(valid)} valid: socket open before READY), "
+        f"shallow copy at {args.bandwidth} MiB/s; baseline {len(base)} publish → DOM samples, same site and browser"
+    )
     print()
-    print("per run (ms)   READY→engine  engine→ready_at  ready_at→frame  frame→DOM   READY→DOM   DOM→paint  (socket open before READY)")
+    print(
+        "per run (ms)   READY→engine  engine→ready_at  ready_at→frame  frame→DOM   READY→DOM   DOM→paint  (socket open before READY)"
+    )
     for i, r in enumerate(runs, 1):
         flag = "" if r["valid"] else "   NOT COUNTED"
-        print(f"  run {i:2} #{r['id']:<4}{ms(r['libvirt_to_engine']):>12}{ms(r['engine_to_ready_at']):>16}"
-              f"{ms(r['ready_at_to_frame']):>16}{ms(r['frame_to_dom']):>11}{ms(r['total']):>12}{ms(r['dom_to_paint']):>12}"
-              f"  ({ms(r['page_open_before_ready']).strip()} ms){flag}")
+        print(
+            f"  run {i:2} #{r['id']:<4}{ms(r['libvirt_to_engine']):>12}{ms(r['engine_to_ready_at']):>16}"
+            f"{ms(r['ready_at_to_frame']):>16}{ms(r['frame_to_dom']):>11}{ms(r['total']):>12}{ms(r['dom_to_paint']):>12}"
+            f"  ({ms(r['page_open_before_ready']).strip()} ms){flag}"
+        )
     print()
     print(f"  {'(ms)':40}{'p50':>9}{'p95':>9}{'min':>9}{'max':>9}")
     print("  READY → DOM, broken down")
-    for key, label in (("libvirt_to_engine", "libvirt READY (virsh) → engine callback"),
-                       ("engine_to_ready_at", "engine callback → row ready_at"),
-                       ("libvirt_to_ready_at", "libvirt READY → row ready_at (DB)"),
-                       ("ready_at_to_frame", "row ready_at → ws frame in browser"),
-                       ("frame_to_dom", "ws frame → DOM (htmx swap)"),
-                       ("ready_at_to_dom", "row ready_at → DOM"),
-                       ("total", "libvirt READY → DOM  (t1 − t0)"),
-                       ("total_engine", "engine callback → DOM"),
-                       ("dom_to_paint", "DOM → next animation frame")):
+    for key, label in (
+        ("libvirt_to_engine", "libvirt READY (virsh) → engine callback"),
+        ("engine_to_ready_at", "engine callback → row ready_at"),
+        ("libvirt_to_ready_at", "libvirt READY → row ready_at (DB)"),
+        ("ready_at_to_frame", "row ready_at → ws frame in browser"),
+        ("frame_to_dom", "ws frame → DOM (htmx swap)"),
+        ("ready_at_to_dom", "row ready_at → DOM"),
+        ("total", "libvirt READY → DOM  (t1 − t0)"),
+        ("total_engine", "engine callback → DOM"),
+        ("dom_to_paint", "DOM → next animation frame"),
+    ):
         print(stats_line(label, [r[key] for r in valid]))
     print("  baseline: bare push transport, no libvirt/engine")
-    for key, label in (("publish_to_frame", "publish call → ws frame in browser"),
-                       ("frame_to_dom", "ws frame → DOM (htmx swap)"),
-                       ("total", "publish.migration_changed → DOM"),
-                       ("dom_to_paint", "DOM → next animation frame")):
+    for key, label in (
+        ("publish_to_frame", "publish call → ws frame in browser"),
+        ("frame_to_dom", "ws frame → DOM (htmx swap)"),
+        ("total", "publish.migration_changed → DOM"),
+        ("dom_to_paint", "DOM → next animation frame"),
+    ):
         print(stats_line(label, [b[key] for b in base]))
     totals = [r["total"] for r in valid if r["total"] is not None]
     base_totals = [b["total"] for b in base]
@@ -428,14 +482,17 @@ def report(runs: list[dict], base: list[dict], args) -> None:
         p50 = statistics.median(totals) / statistics.median(base_totals)
         p95 = percentile(totals, 95) / percentile(base_totals, 95)
         print()
-        print(f"READY → DOM: p50 {statistics.median(totals) * 1000:.1f} ms, p95 {percentile(totals, 95) * 1000:.1f} ms;"
-              f" publish → DOM: p50 {statistics.median(base_totals) * 1000:.1f} ms, p95 {percentile(base_totals, 95) * 1000:.1f} ms")
+        print(
+            f"READY → DOM: p50 {statistics.median(totals) * 1000:.1f} ms, p95 {percentile(totals, 95) * 1000:.1f} ms;"
+            f" publish → DOM: p50 {statistics.median(base_totals) * 1000:.1f} ms, p95 {percentile(base_totals, 95) * 1000:.1f} ms"
+        )
         print(f"ratio READY→DOM / publish→DOM: p50 {p50:.2f}x, p95 {p95:.2f}x")
     skew = [abs(r["clock_skew_ms"]) for r in runs]
     print(f"(page clock check: |Date.now() − timeOrigin+now()| ≤ {max(skew):.1f} ms at the DOM update)")
 
 
 # -- main -----------------------------------------------------------------------------------------
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -494,14 +551,19 @@ def main() -> int:
             user = User.objects.create_user(name, password=PASSWORD)
             user.groups.add(Group.objects.get(name=name))
             users[name] = User.objects.get(pk=user.pk)
-        registered = register_domain(hypervisor_name=f"bench-{uuid.uuid4().hex[:6]}", domain_uuid=vm.uuid,
-                                     allowed_root=str(vm.backups))
+        registered = register_domain(
+            hypervisor_name=f"bench-{uuid.uuid4().hex[:6]}", domain_uuid=vm.uuid, allowed_root=str(vm.backups)
+        )
         host = Hypervisor.objects.get(name=registered["hypervisor"])
 
         worker = Process("worker", [sys.executable, "manage.py", "run_worker", "-v", "1"], site_env, var / "worker.log")
         port = free_port()
-        daphne = Process("daphne", [str(Path(sys.executable).parent / "daphne"), "-b", "127.0.0.1", "-p", str(port),
-                                    "blockmig.asgi:application"], site_env, var / "daphne.log")
+        daphne = Process(
+            "daphne",
+            [str(Path(sys.executable).parent / "daphne"), "-b", "127.0.0.1", "-p", str(port), "blockmig.asgi:application"],
+            site_env,
+            var / "daphne.log",
+        )
         events = EventListener(vm.name, var / "events.log")
         worker.wait_for_log(r"worker \S+: \d+ migration slots")
         base_url = f"http://127.0.0.1:{port}"
@@ -516,8 +578,10 @@ def main() -> int:
                 page, baseline_page = login(browser, base_url), login(browser, base_url)
                 baseline_page.goto(f"/migrations/{baseline_id}/")
                 baseline_page.wait_for_function("document.documentElement.dataset.live === 'open'")
-                print(f"site up in {time.monotonic() - started:.1f} s (daphne :{port}, worker, Chromium; domain {vm.name})",
-                      flush=True)
+                print(
+                    f"site up in {time.monotonic() - started:.1f} s (daphne :{port}, worker, Chromium; domain {vm.name})",
+                    flush=True,
+                )
 
                 # Warm-up, not counted: first render of the page in daphne, first copy on the image.
                 real_run(ctx, page, 0)
@@ -527,9 +591,12 @@ def main() -> int:
                     runs.append(result)
                     samples = [baseline_sample(baseline_page, baseline_id) for _ in range(args.baseline_per_run)]
                     base += samples
-                    print(f"run {i}: READY → DOM {ms(result['total']).strip()} ms"
-                          f"{'' if result['valid'] else ' (not counted: socket not open before READY)'};"
-                          f" publish → DOM {', '.join(ms(s['total']).strip() for s in samples)} ms", flush=True)
+                    print(
+                        f"run {i}: READY → DOM {ms(result['total']).strip()} ms"
+                        f"{'' if result['valid'] else ' (not counted: socket not open before READY)'};"
+                        f" publish → DOM {', '.join(ms(s['total']).strip() for s in samples)} ms",
+                        flush=True,
+                    )
             finally:
                 browser.close()
         report(runs, base, args)

@@ -59,6 +59,7 @@ def percentile(values: list[float], q: float) -> float:
 
 # -- the client side ---------------------------------------------------------------------------
 
+
 async def open_socket(port: int, path: str, cookie: str, origin: str | None = None):
     """An open connection, or the HTTP status that refused it."""
     from websockets.asyncio.client import connect
@@ -106,8 +107,15 @@ async def flood(port: int, path: str, cookie: str, origin: str | None, count: in
         for _, writer in results:
             if writer is not None:
                 writer.close()
-        report.append({"start": started, "end": ended, "open": sum(s == 101 for s, _ in results),
-                       "refused": sum(s == 403 for s, _ in results), "dropped": sum(s == 0 for s, _ in results)})
+        report.append(
+            {
+                "start": started,
+                "end": ended,
+                "open": sum(s == 101 for s, _ in results),
+                "refused": sum(s == 403 for s, _ in results),
+                "dropped": sum(s == 0 for s, _ in results),
+            }
+        )
         await asyncio.sleep(0.3)  # slots of the closed sockets are released
     return report
 
@@ -157,6 +165,7 @@ async def measure_during_flood(port: int, path: str, cookie: str, flooder: str, 
 
 
 # -- the server side ---------------------------------------------------------------------------
+
 
 def setup_environment() -> Path:
     var = Path(tempfile.mkdtemp(prefix="blockmig-bench-flood-"))
@@ -220,20 +229,25 @@ def start_daphne(overrides: dict[str, str]) -> tuple[subprocess.Popen, int]:
             return daphne, port
         except OSError:
             if time.monotonic() > deadline or daphne.poll() is not None:
-                raise SystemExit(f"daphne did not start: {daphne.stderr.read().decode()[-2000:]}")
+                raise SystemExit(f"daphne did not start: {daphne.stderr.read().decode()[-2000:]}") from None
             time.sleep(0.1)
 
 
-def on_daphne(overrides: dict[str, str], path: str, cookies: dict[str, str], floods: list[tuple[str, str, str | None]], args) -> list:
+def on_daphne(
+    overrides: dict[str, str], path: str, cookies: dict[str, str], floods: list[tuple[str, str, str | None]], args
+) -> list:
     """Against one daphne: the baseline, then each (label, flooding user, Origin) flood.
     Returns [(label, samples, waves)], the baseline first."""
     daphne, port = start_daphne(overrides)
     try:
+
         async def run():
             for _ in range(5):  # warm up: templates, database connections, Redis pools
                 await sample(port, path, cookies["measured"])
             done = time.monotonic() + args.baseline_seconds
-            rows = [("no flood (baseline)", await measure(port, path, cookies["measured"], until=lambda: time.monotonic() > done), [])]
+            rows = [
+                ("no flood (baseline)", await measure(port, path, cookies["measured"], until=lambda: time.monotonic() > done), [])
+            ]
             for label, flooder, origin in floods:
                 origin = origin and origin.format(other_port=port + 1 if port < 65535 else port - 1)
                 during, waves = await measure_during_flood(port, path, cookies["measured"], cookies[flooder], origin, args)
@@ -308,17 +322,25 @@ def main() -> int:
         ], args)  # fmt: skip
         # Every socket of such a flood is served, so each wave takes long: two are plenty.
         args.waves = min(args.waves, 2)
-        uncapped = None if args.no_uncapped else on_daphne(
-            UNPROTECTED, path, cookies, [("flood, no cap, no turns", "flooder-uncapped", None)], args)
+        uncapped = (
+            None
+            if args.no_uncapped
+            else on_daphne(UNPROTECTED, path, cookies, [("flood, no cap, no turns", "flooder-uncapped", None)], args)
+        )
     finally:
         shutil.rmtree(var, ignore_errors=True)
         from blockmig.publish import redis_client
 
         for key in redis_client().scan_iter(f"{os.environ['BLOCKMIG_CHANNEL_PREFIX']}*"):
             redis_client().delete(key)
-    print(f"handshake flood: one viewer opens {args.flood} sockets at once, again after each wave; "
-          "a second viewer opens sockets one after another meanwhile (loopback, one daphne)")
-    ratio = show(f"daphne as configured (cap {cap} per user, {settings.BLOCKMIG_WS_HANDSHAKES_PER_USER} handshakes per user at once):", capped)
+    print(
+        f"handshake flood: one viewer opens {args.flood} sockets at once, again after each wave; "
+        "a second viewer opens sockets one after another meanwhile (loopback, one daphne)"
+    )
+    ratio = show(
+        f"daphne as configured (cap {cap} per user, {settings.BLOCKMIG_WS_HANDSHAKES_PER_USER} handshakes per user at once):",
+        capped,
+    )
     if uncapped:
         show("daphne with the cap and the turns lifted (as before; for comparison):", uncapped)
     print(f"second viewer's handshake p95 during the flood / without it: {ratio:.1f}x")

@@ -40,7 +40,16 @@ class MigrationAdmin(ReadOnlyAdmin):
 
 @admin.register(AuditEvent)
 class AuditEventAdmin(ReadOnlyAdmin):
-    list_display = ["created_at", "event_type", "actor_name", "hypervisor_name", "domain_name", "migration_id", "from_state", "to_state"]
+    list_display = [
+        "created_at",
+        "event_type",
+        "actor_name",
+        "hypervisor_name",
+        "domain_name",
+        "migration_id",
+        "from_state",
+        "to_state",
+    ]
     list_filter = ["event_type", "to_state", "hypervisor_name"]
     search_fields = ["actor_name", "domain_name", "hypervisor_name"]
     date_hierarchy = "created_at"

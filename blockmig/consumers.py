@@ -511,7 +511,9 @@ class HostConsumer(LiveConsumer):
         self.migration_states: dict[int, str] = {}
         self.disk_labels: dict[int, str] = {}
         if self.disk_ids:
-            rows = Disk.objects.filter(domain__hypervisor=hypervisor, pk__in=self.disk_ids).values_list("pk", "target", "domain__name")
+            rows = Disk.objects.filter(domain__hypervisor=hypervisor, pk__in=self.disk_ids).values_list(
+                "pk", "target", "domain__name"
+            )
             self.disk_labels = {pk: f"{target} on {name}" for pk, target, name in rows}
         if self.domain_uuid:
             synced_at = hypervisor.domains.filter(uuid=self.domain_uuid).values_list("synced_at", flat=True).first()

@@ -245,13 +245,18 @@ class Driver:
         """A connection that failed or dropped. False when the migration was failed instead
         (nothing had been started on the host and it stays unreachable)."""
         migration = self.load()
-        if (not isinstance(failure, ConnectionLost) and migration.state in (State.REQUESTED, State.PREFLIGHT)
-                and attempt >= CONNECT_ATTEMPTS_BEFORE_COPY):
+        if (
+            not isinstance(failure, ConnectionLost)
+            and migration.state in (State.REQUESTED, State.PREFLIGHT)
+            and attempt >= CONNECT_ATTEMPTS_BEFORE_COPY
+        ):
             self._fail(migration, f"{migration.hypervisor.name} is unreachable: {failure.message}")
             return False
         if self.disconnected_at is None:
             self.disconnected_at = time.monotonic()
-            log.warning("migration %s: libvirt connection lost (%s); reconnecting, the copy goes on in QEMU", self.id, failure.message)
+            log.warning(
+                "migration %s: libvirt connection lost (%s); reconnecting, the copy goes on in QEMU", self.id, failure.message
+            )
             try:
                 self._note("libvirt_connection_lost", {"error": failure.message})
             except DatabaseError:
@@ -356,9 +361,11 @@ class Driver:
         saved = self.host.inactive_xml(migration.domain_uuid) if plan.persistent else ""
         # Invariant 2: the inactive XML is committed before anything on the host changes.
         migration = self.transition(
-            State.COPYING, expect={State.PREFLIGHT},
+            State.COPYING,
+            expect={State.PREFLIGHT},
             details={"definition_strategy": strategy, "definition_saved": bool(saved)},
-            saved_definition=saved, definition_strategy=strategy,
+            saved_definition=saved,
+            definition_strategy=strategy,
         )
         if strategy == "undefine":
             self.confirm_lease()
@@ -428,7 +435,9 @@ class Driver:
                     continue
                 raise Failed(self.job_vanished(migration, disk))
             if job.mirror_path and job.mirror_path != disk.destination:
-                raise Failed(f"{disk.target} now carries a block job to {job.mirror_path} that blockmig did not start; it is left alone.")
+                raise Failed(
+                    f"{disk.target} now carries a block job to {job.mirror_path} that blockmig did not start; it is left alone."
+                )
             if not disk.job_started or not disk.dest_identity:
                 # We died between libvirt accepting the copy and saying so.
                 self.disk_update(disk, job_started=True, dest_identity=disk.dest_identity or self.identity(disk.destination))
@@ -440,19 +449,27 @@ class Driver:
         with self.lock:
             bad = self.bad_events.get(disk.target)
         if bad == "canceled":
-            return (f"The block copy of {disk.target} was cancelled outside blockmig (for example with "
-                    f"`virsh blockjob {migration.domain_name} {disk.target} --abort`); the guest stays on {disk.source_path}.")
+            return (
+                f"The block copy of {disk.target} was cancelled outside blockmig (for example with "
+                f"`virsh blockjob {migration.domain_name} {disk.target} --abort`); the guest stays on {disk.source_path}."
+            )
         space = self.host.free_space(disk.destination)
         if space is not None and space[0] < NEARLY_FULL:
             free, total = space
-            return (f"QEMU could not write the copy of {disk.target} to {disk.destination}: No space left on device "
-                    f"({free // 2**20} MiB free of {total // 2**20} MiB on its filesystem). Free space there or choose "
-                    f"another destination; the guest stays on {disk.source_path}.")
+            return (
+                f"QEMU could not write the copy of {disk.target} to {disk.destination}: No space left on device "
+                f"({free // 2**20} MiB free of {total // 2**20} MiB on its filesystem). Free space there or choose "
+                f"another destination; the guest stays on {disk.source_path}."
+            )
         if bad == "failed":
-            return (f"libvirt reports that the copy of {disk.target} to {disk.destination} failed: check that the "
-                    f"destination is writable and has room; the guest stays on {disk.source_path}.")
-        return (f"The block copy of {disk.target} stopped without blockmig asking (cancelled outside blockmig, "
-                f"or QEMU ended it); the guest stays on {disk.source_path}.")
+            return (
+                f"libvirt reports that the copy of {disk.target} to {disk.destination} failed: check that the "
+                f"destination is writable and has room; the guest stays on {disk.source_path}."
+            )
+        return (
+            f"The block copy of {disk.target} stopped without blockmig asking (cancelled outside blockmig, "
+            f"or QEMU ended it); the guest stays on {disk.source_path}."
+        )
 
     def monitor(self, migration: Migration) -> None:
         log.debug("migration %s: monitoring (%s, trust_live_ready=%s)", self.id, migration.state, self.trust_live_ready)
@@ -538,7 +555,8 @@ class Driver:
         for disk in disks:
             self.disk_update(disk, ready=True, dest_size_at_ready=self.host.file_size(disk.destination))
         self.transition(
-            State.READY, expect={State.COPYING},
+            State.READY,
+            expect={State.COPYING},
             details={"ready_events": events, "confirmed_by": "mirror ready='yes'", "trusted_live_xml": self.trust_live_ready},
             ready_at=datetime.now(UTC),
         )
@@ -546,7 +564,9 @@ class Driver:
         hypervisor.refresh_from_db(fields=["auto_pivot"])
         if hypervisor.auto_pivot:
             self.transition(
-                State.PIVOTING, expect={State.READY}, event_type="auto_pivot",
+                State.PIVOTING,
+                expect={State.READY},
+                event_type="auto_pivot",
                 details={"policy": "auto_pivot", "policy_set_by": auto_pivot_policy_setter(hypervisor)},
             )
 
@@ -603,8 +623,10 @@ class Driver:
         elif disk.dest_size_at_ready is not None and size is not None and size < disk.dest_size_at_ready:
             changed = f"it shrank from {disk.dest_size_at_ready} to {size} bytes"
         if changed:
-            raise Failed(f"The destination {disk.destination} was deleted or replaced after the copy began ({changed}): "
-                         f"the pivot was refused, the copy aborted and the guest stays on {disk.source_path}.")
+            raise Failed(
+                f"The destination {disk.destination} was deleted or replaced after the copy began ({changed}): "
+                f"the pivot was refused, the copy aborted and the guest stays on {disk.source_path}."
+            )
 
     def wait_jobs_gone(self, uuid: str, targets: list[str]) -> None:
         deadline = time.monotonic() + JOB_GONE_TIMEOUT

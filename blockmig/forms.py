@@ -240,7 +240,8 @@ class MigrationRequestForm(forms.Form):
                 continue
             if path in seen:
                 self.add_error(
-                    name, forms.ValidationError(f"{seen[path]} already goes to {path}; give each disk its own file.", code="duplicate")
+                    name,
+                    forms.ValidationError(f"{seen[path]} already goes to {path}; give each disk its own file.", code="duplicate"),
                 )
                 continue
             seen[path] = disk.target
@@ -313,9 +314,7 @@ class AuditFilterForm(forms.Form):
     host = forms.CharField(required=False, label="Host", widget=forms.Select)
     domain = forms.CharField(required=False, label="Domain", help_text="Part of the name.")
     user = forms.CharField(required=False, label="User", widget=forms.Select)
-    state = forms.ChoiceField(
-        required=False, label="To state", choices=[("", "any")] + [(s.value, s.label) for s in State]
-    )
+    state = forms.ChoiceField(required=False, label="To state", choices=[("", "any")] + [(s.value, s.label) for s in State])
     event_type = forms.CharField(required=False, label="Event", widget=forms.Select)
     migration = forms.IntegerField(required=False, min_value=1, label="Migration #")
     since = forms.DateTimeField(
@@ -340,7 +339,9 @@ class AuditFilterForm(forms.Form):
         self.fields["user"].widget.choices = (
             [("", "anyone")] + [(u, u) for u in users if u != SYSTEM_ACTOR] + [(SYSTEM_ACTOR, "(system — no user)")]
         )
-        self.fields["event_type"].widget.choices = [("", "any")] + [(t, event_label(t)) for t in sorted(event_types, key=event_label)]
+        self.fields["event_type"].widget.choices = [("", "any")] + [
+            (t, event_label(t)) for t in sorted(event_types, key=event_label)
+        ]
 
     def _with_asked(self, name: str, values) -> list[str]:
         """The offered values plus the one asked for, so the select shows what filters the

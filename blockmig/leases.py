@@ -76,6 +76,7 @@ def _claimable(now) -> Q:
 
 def lease_claim_next(owner: str, exclude: set[int] | frozenset[int] = frozenset()) -> Lease | None:
     """Claim the oldest active migration nobody holds; None when there is none."""
+
     def unclaimed():
         return (
             Migration.objects.filter(state__in=ACTIVE_STATES)
@@ -102,13 +103,13 @@ def lease_claim_next(owner: str, exclude: set[int] | frozenset[int] = frozenset(
         taken = (
             Migration.objects.filter(pk=row["pk"], lease_epoch=row["lease_epoch"], state__in=ACTIVE_STATES)
             .filter(_claimable(now))
-            .update(lease_owner=owner, lease_epoch=F("lease_epoch") + 1,
-                    lease_expires_at=now + timedelta(seconds=lease_seconds()))
+            .update(
+                lease_owner=owner, lease_epoch=F("lease_epoch") + 1, lease_expires_at=now + timedelta(seconds=lease_seconds())
+            )
         )
     if not taken:
         return None  # another worker got there first
-    return Lease(row["pk"], owner, row["lease_epoch"] + 1, previous_owner=row["lease_owner"],
-                 valid_until=sent + lease_seconds())
+    return Lease(row["pk"], owner, row["lease_epoch"] + 1, previous_owner=row["lease_owner"], valid_until=sent + lease_seconds())
 
 
 def lease_renew(lease: Lease, also: Callable[[], None] | None = None) -> bool:

@@ -67,7 +67,9 @@ def _wake_on_commit(migration_id: int) -> None:
 
 def _check_fence(migration: Migration, lease: Lease | None) -> None:
     if lease is not None and (migration.lease_owner, migration.lease_epoch) != (lease.owner, lease.epoch):
-        raise LeaseLost(f"#{migration.pk} is held by {migration.lease_owner or 'nobody'} (epoch {migration.lease_epoch}), not by {lease.owner} (epoch {lease.epoch})")
+        raise LeaseLost(
+            f"#{migration.pk} is held by {migration.lease_owner or 'nobody'} (epoch {migration.lease_epoch}), not by {lease.owner} (epoch {lease.epoch})"
+        )
 
 
 def _with_lease(details: dict | None, lease: Lease | None) -> dict | None:
@@ -175,9 +177,17 @@ def migration_request(
 ) -> Migration:
     try:
         plan = preflight_request(
-            user=user, hypervisor=hypervisor, domain_uuid=domain_uuid, disks=disks, mode=mode,
-            dest_format=dest_format, reuse_destination=reuse_destination, bandwidth_mib=bandwidth_mib,
-            synchronous_writes=synchronous_writes, granularity=granularity, buf_size=buf_size,
+            user=user,
+            hypervisor=hypervisor,
+            domain_uuid=domain_uuid,
+            disks=disks,
+            mode=mode,
+            dest_format=dest_format,
+            reuse_destination=reuse_destination,
+            bandwidth_mib=bandwidth_mib,
+            synchronous_writes=synchronous_writes,
+            granularity=granularity,
+            buf_size=buf_size,
         )
     except Refused as refused:
         _audit_refused_request(refused, user=user, hypervisor=hypervisor, domain_uuid=domain_uuid, disks=disks)
@@ -243,13 +253,23 @@ def migration_approve(*, migration: Migration, user) -> Migration:
     if migration.requested_by_id == user.pk:
         _refuse(migration, user, "approve", "You requested this migration, so another approver must approve it (four eyes).")
     if not may_approve(migration.state):
-        _refuse(migration, user, "approve", f"Migration #{migration.pk} is {migration.state}: a pivot can be approved only once every disk's mirror is ready.")
+        _refuse(
+            migration,
+            user,
+            "approve",
+            f"Migration #{migration.pk} is {migration.state}: a pivot can be approved only once every disk's mirror is ready.",
+        )
     try:
         with transaction.atomic():
             _wake_on_commit(migration.pk)
             return migration_transition(
-                migration.pk, State.PIVOTING, expect={State.READY}, actor=user, event_type="approved",
-                details={"approved_by": user.get_username()}, approved_by=user,
+                migration.pk,
+                State.PIVOTING,
+                expect={State.READY},
+                actor=user,
+                event_type="approved",
+                details={"approved_by": user.get_username()},
+                approved_by=user,
             )
     except StateMoved:
         migration.refresh_from_db()
@@ -272,11 +292,20 @@ def migration_abort(*, migration: Migration, user) -> Migration:
             with transaction.atomic():
                 _wake_on_commit(migration.pk)
                 return migration_transition(
-                    migration.pk, State.ABORTING, expect=expect, actor=user, event_type="abort_requested",
+                    migration.pk,
+                    State.ABORTING,
+                    expect=expect,
+                    actor=user,
+                    event_type="abort_requested",
                 )
     except StateMoved:
         migration.refresh_from_db()
-    _refuse(migration, user, "abort", f"Migration #{migration.pk} is {migration.state}: only a migration that has not pivoted yet can be aborted.")
+    _refuse(
+        migration,
+        user,
+        "abort",
+        f"Migration #{migration.pk} is {migration.state}: only a migration that has not pivoted yet can be aborted.",
+    )
 
 
 def migration_set_bandwidth(*, migration: Migration, user, bandwidth_mib) -> Migration:
@@ -284,7 +313,9 @@ def migration_set_bandwidth(*, migration: Migration, user, bandwidth_mib) -> Mig
     block jobs (a web request never waits on libvirt)."""
     migration.refresh_from_db()
     if not user.has_perm("blockmig.change_migration"):
-        _refuse(migration, user, "set_bandwidth", "You need the operator role to change a migration's bandwidth.", "bandwidth_mib")
+        _refuse(
+            migration, user, "set_bandwidth", "You need the operator role to change a migration's bandwidth.", "bandwidth_mib"
+        )
     try:
         value = check_bandwidth(bandwidth_mib)
     except Refused as refused:
@@ -301,8 +332,11 @@ def migration_set_bandwidth(*, migration: Migration, user, bandwidth_mib) -> Mig
             Migration.objects.filter(pk=locked.pk).update(bandwidth_mib=value)
             locked.bandwidth_mib = value
             audit_record(
-                event_type="bandwidth_changed", migration=locked, actor=user,
-                from_state=locked.state, to_state=locked.state,
+                event_type="bandwidth_changed",
+                migration=locked,
+                actor=user,
+                from_state=locked.state,
+                to_state=locked.state,
                 details={"from_mib": previous, "to_mib": value},
             )
             _publish_on_commit(locked.pk)
@@ -318,8 +352,15 @@ def hypervisor_set_auto_pivot(*, hypervisor, user, enabled: bool) -> None:
         with transaction.atomic():
             # Audited like every refused human action, then raised.
             audit_record(
-                event_type="refused", actor=user, hypervisor_name=hypervisor.name,
-                details={"action": "set_auto_pivot", "reason": message, "auto_pivot": bool(enabled), "was": hypervisor.auto_pivot},
+                event_type="refused",
+                actor=user,
+                hypervisor_name=hypervisor.name,
+                details={
+                    "action": "set_auto_pivot",
+                    "reason": message,
+                    "auto_pivot": bool(enabled),
+                    "was": hypervisor.auto_pivot,
+                },
             )
         raise Refused(message, "auto_pivot")
     with transaction.atomic():
@@ -327,7 +368,9 @@ def hypervisor_set_auto_pivot(*, hypervisor, user, enabled: bool) -> None:
         type(hypervisor).objects.filter(pk=hypervisor.pk).update(auto_pivot=bool(enabled))
         hypervisor.auto_pivot = bool(enabled)
         audit_record(
-            event_type="policy_changed", actor=user, hypervisor_name=hypervisor.name,
+            event_type="policy_changed",
+            actor=user,
+            hypervisor_name=hypervisor.name,
             details={"auto_pivot": bool(enabled), "was": previous},
         )
 
@@ -342,8 +385,6 @@ def auto_pivot_policy_setter(hypervisor) -> str:
     return event.actor_name if event else ""
 
 
-
-
 def migration_record_progress(migration_id: int, *, totals: dict, disks: dict[int, dict], lease: Lease | None = None) -> None:
     """Progress from the engine (throttled by the caller): not a state change, not audited."""
     with transaction.atomic():
@@ -355,7 +396,9 @@ def migration_record_progress(migration_id: int, *, totals: dict, disks: dict[in
         _publish_on_commit(migration_id)
 
 
-def migration_note(migration_id: int, event_type: str, details: dict | None = None, *, lease: Lease | None = None, **fields) -> None:
+def migration_note(
+    migration_id: int, event_type: str, details: dict | None = None, *, lease: Lease | None = None, **fields
+) -> None:
     """An engine step that is not a state change (definition saved/restored, takeover,
     verification, reconnection) recorded with its audit event in one transaction."""
     with transaction.atomic():
@@ -366,7 +409,10 @@ def migration_note(migration_id: int, event_type: str, details: dict | None = No
         if fields:
             migration.save(update_fields=list(fields))
         audit_record(
-            event_type=event_type, migration=migration, from_state=migration.state, to_state=migration.state,
+            event_type=event_type,
+            migration=migration,
+            from_state=migration.state,
+            to_state=migration.state,
             details=_with_lease(details, lease),
         )
         _publish_on_commit(migration_id)

@@ -30,6 +30,7 @@ def migration_page(request, migration_id: int, shared, user_key: tuple) -> str |
     offered the same actions, and a fragment with forms only by one user's sockets (their
     CSRF token). Anything user-specific must stay in `migration_actions`.
     """
+
     def load():
         try:
             return selectors.migration_for_page(migration_id)
@@ -82,12 +83,16 @@ def hypervisor_page(request, hypervisor_id: int, query: str, page_number) -> str
     if hypervisor is None:
         return None
     context = {**hypervisor_context(hypervisor, query, page_number), "oob": True}
-    return _render_all(request, context, [
-        "hosts/hypervisor_detail.html#hypervisor_title",
-        "hosts/_stale_banner.html",
-        "hosts/hypervisor_detail.html#hypervisor_facts",
-        "live/hypervisor_domains.html",
-    ])
+    return _render_all(
+        request,
+        context,
+        [
+            "hosts/hypervisor_detail.html#hypervisor_title",
+            "hosts/_stale_banner.html",
+            "hosts/hypervisor_detail.html#hypervisor_facts",
+            "live/hypervisor_domains.html",
+        ],
+    )
 
 
 DOMAIN_FRAGMENTS = ["domain_title", "domain_actions", "domain_gone", "domain_facts", "domain_disks"]

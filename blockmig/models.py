@@ -32,9 +32,7 @@ class Migration(models.Model):
     force_undefine = models.BooleanField(default=False)
 
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
-    approved_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
-    )
+    approved_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     failure_reason = models.TextField(blank=True)
 
     # Progress over all disks, throttled writes from the worker.

@@ -17,9 +17,9 @@ from django.db.models import Q
 
 from blockmig.errors import Refused
 from blockmig.models import MigrationDisk
-from hosts.models import Disk
-from hosts.domxml import domain_identity, parse_disks
 from hosts.adapter import BlockJobHost, ConnectFailure, LibvirtFailure, open_block_jobs, uri_is_local
+from hosts.domxml import domain_identity, parse_disks
+from hosts.models import Disk
 
 DEST_FORMATS = ("qcow2", "raw")
 MODES = ("shallow", "full")
@@ -48,6 +48,7 @@ class Plan:
 
 
 # -- checks that need no host -----------------------------------------------------------
+
 
 def check_permission(user) -> None:
     if not user.has_perm("blockmig.add_migration"):
@@ -80,8 +81,11 @@ def check_bandwidth(bandwidth_mib) -> int:
 def check_granularity(granularity) -> None:
     if granularity is None:
         return
-    if (not isinstance(granularity, int) or not MIN_GRANULARITY <= granularity <= MAX_GRANULARITY
-            or granularity & (granularity - 1)):
+    if (
+        not isinstance(granularity, int)
+        or not MIN_GRANULARITY <= granularity <= MAX_GRANULARITY
+        or granularity & (granularity - 1)
+    ):
         raise Refused("Granularity must be a power of two from 512 B to 64 MiB (512, 1024, … 67108864).", "granularity")
 
 
@@ -114,13 +118,17 @@ def check_path_text(path: str, field: str = "destination") -> None:
     if index is not None:
         raise Refused(
             f"The path has a control character (a newline, tab or similar, U+{ord(path[index]):04X}) at position "
-            f"{index + 1}: type it without one.", field,
+            f"{index + 1}: type it without one.",
+            field,
         )
     for part in path.split("/"):
         size = len(part.encode("utf-8", "surrogatepass"))
         if size > MAX_NAME_BYTES:
-            raise Refused(f"The name “{part[:24]}…” is {size} bytes long; a file or directory name may have at most "
-                          f"{MAX_NAME_BYTES} bytes.", field)
+            raise Refused(
+                f"The name “{part[:24]}…” is {size} bytes long; a file or directory name may have at most "
+                f"{MAX_NAME_BYTES} bytes.",
+                field,
+            )
 
 
 def _inside(path: str, root: str) -> bool:
@@ -174,6 +182,7 @@ def check_request_shape(*, user, hypervisor, disks, mode, dest_format, bandwidth
 
 # -- checks against the host ---------------------------------------------------------------
 
+
 def check_on_host(
     host: BlockJobHost,
     *,
@@ -195,7 +204,9 @@ def check_on_host(
         raise Refused(f"{name} is {state}, not running: a block copy needs a running domain.")
     live = {d.target: d for d in parse_disks(live_xml)}
     if synchronous_writes and not host.supports_sync_writes():
-        raise Refused(f"{hypervisor.name} cannot do synchronous writes (needs libvirt ≥ 8.0 and QEMU ≥ 3.0).", "synchronous_writes")
+        raise Refused(
+            f"{hypervisor.name} cannot do synchronous writes (needs libvirt ≥ 8.0 and QEMU ≥ 3.0).", "synchronous_writes"
+        )
     plan = Plan(domain_name=name, persistent=host.is_persistent(domain_uuid), transient_job=host.supports_transient_job())
     for request in disks:
         disk = live.get(request.target)
@@ -206,7 +217,10 @@ def check_on_host(
         job = host.job(domain_uuid, request.target, live)
         if job is not None:
             where = f" to {job.mirror_path}" if job.mirror_path else ""
-            raise Refused(f"A {job.type} block job{where} is already running on {name}/{request.target}; wait for it or cancel it first.", "disks")
+            raise Refused(
+                f"A {job.type} block job{where} is already running on {name}/{request.target}; wait for it or cancel it first.",
+                "disks",
+            )
         busy = MigrationDisk.objects.filter(hypervisor=hypervisor, domain_uuid=domain_uuid, target=request.target, active=True)
         if migration_id is not None:
             busy = busy.exclude(migration_id=migration_id)
@@ -227,13 +241,16 @@ def check_not_another_disk(hypervisor, destination: str) -> None:
     used = (
         Disk.objects.filter(domain__hypervisor=hypervisor)
         .filter(Q(source__in=candidates) | Q(layers__path__in=candidates))
-        .select_related("domain").first()
+        .select_related("domain")
+        .first()
     )
     if used is not None:
         raise Refused(f"{destination} is in use by {used.domain.name}/{used.target}: choose a new file.", "destination")
 
 
-def check_destination_on_host(host: BlockJobHost, destination: str, chain: list[str], reuse: bool, allowed_roots: list[str]) -> None:
+def check_destination_on_host(
+    host: BlockJobHost, destination: str, chain: list[str], reuse: bool, allowed_roots: list[str]
+) -> None:
     if destination in chain:
         what = "the disk's current source" if destination == chain[0] else "a layer of the disk's backing chain"
         raise Refused(f"The destination {destination} is {what}: choose a new file.", "destination")
@@ -244,18 +261,24 @@ def check_destination_on_host(host: BlockJobHost, destination: str, chain: list[
         roots = [os.path.realpath(r) for r in allowed_roots]
         real_dir = os.path.realpath(directory)
         if os.path.isdir(directory) and not any(real_dir == r or _inside(real_dir, r) for r in roots):
-            raise Refused(f"The destination's directory {directory} leads outside the allowed storage (to {real_dir}).", "destination")
+            raise Refused(
+                f"The destination's directory {directory} leads outside the allowed storage (to {real_dir}).", "destination"
+            )
         if os.path.lexists(destination):
             real = os.path.realpath(destination)
             if not any(_inside(real, r) for r in roots):
-                raise Refused(f"The destination {destination} is a link that leads outside the allowed storage (to {real}).", "destination")
+                raise Refused(
+                    f"The destination {destination} is a link that leads outside the allowed storage (to {real}).", "destination"
+                )
         if os.path.realpath(destination) in [os.path.realpath(p) for p in chain]:
             raise Refused(f"The destination {destination} is a layer of the disk's chain.", "destination")
     if host.directory_exists(directory) is False:
         raise Refused(f"The directory {directory} does not exist on the host: create it first.", "destination")
     exists = host.path_exists(destination)
     if exists and not reuse:
-        raise Refused(f"{destination} already exists: choose another name, or tick “reuse” if it was prepared for this copy.", "destination")
+        raise Refused(
+            f"{destination} already exists: choose another name, or tick “reuse” if it was prepared for this copy.", "destination"
+        )
     if reuse and exists is False:
         raise Refused(f"“Reuse” needs an existing {destination}, and there is none.", "destination")
 
@@ -277,14 +300,24 @@ def preflight_request(
 ) -> Plan:
     """Everything a request must pass. Raises Refused; never changes anything."""
     normalised = check_request_shape(
-        user=user, hypervisor=hypervisor, disks=disks, mode=mode, dest_format=dest_format,
-        bandwidth_mib=bandwidth_mib, granularity=granularity, buf_size=buf_size,
+        user=user,
+        hypervisor=hypervisor,
+        disks=disks,
+        mode=mode,
+        dest_format=dest_format,
+        bandwidth_mib=bandwidth_mib,
+        granularity=granularity,
+        buf_size=buf_size,
     )
     try:
         with open_block_jobs(hypervisor.uri, timeout) as host:
             return check_on_host(
-                host, hypervisor=hypervisor, domain_uuid=domain_uuid, disks=normalised,
-                reuse_destination=reuse_destination, synchronous_writes=synchronous_writes,
+                host,
+                hypervisor=hypervisor,
+                domain_uuid=domain_uuid,
+                disks=normalised,
+                reuse_destination=reuse_destination,
+                synchronous_writes=synchronous_writes,
                 allowed_roots=hypervisor.allowed_roots,
             )
     except ConnectFailure as failure:

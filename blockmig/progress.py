@@ -100,8 +100,7 @@ def growth_note(*, total_grew: bool, synchronous_writes: bool, host_supports_syn
             " the guest's writes then go to both copies at once."
         )
     return note + (
-        " This host cannot do synchronous writes; raise the bandwidth limit or"
-        " lighten the guest's writes so the copy catches up."
+        " This host cannot do synchronous writes; raise the bandwidth limit or lighten the guest's writes so the copy catches up."
     )
 
 

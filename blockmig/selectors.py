@@ -119,9 +119,7 @@ def migration_dashboard(*, recent_limit: int = 10, active_limit: int = 50) -> Mi
     active = list(base.filter(state__in=[s.value for s in ACTIVE_STATES]).order_by("-created_at")[:active_limit])
     since = timezone.now() - timedelta(days=RECENT_DAYS)
     recent = list(
-        base.filter(state__in=[s.value for s in TERMINAL_STATES], finished_at__gte=since).order_by("-finished_at")[
-            :recent_limit
-        ]
+        base.filter(state__in=[s.value for s in TERMINAL_STATES], finished_at__gte=since).order_by("-finished_at")[:recent_limit]
     )
     with_progress(active)
     with_progress(recent)

@@ -19,7 +19,6 @@ VAR_DIR = Path(os.environ.get("BLOCKMIG_VAR_DIR", BASE_DIR / "var"))
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 
-
 def _env_bool(name: str, default: bool = False) -> bool:
     return os.environ.get(name, "1" if default else "0").strip().lower() in ("1", "true", "yes", "on")
 
@@ -48,7 +47,9 @@ def _secret_key() -> str:
     if key:
         return key
     if DEBUG:
-        warnings.warn(f"No secret key (DJANGO_SECRET_KEY or {SECRET_KEY_FILE}): using a random one for this process.")
+        warnings.warn(
+            f"No secret key (DJANGO_SECRET_KEY or {SECRET_KEY_FILE}): using a random one for this process.", stacklevel=2
+        )
         return secrets.token_urlsafe(50)
     raise ImproperlyConfigured(
         f"No secret key: set DJANGO_SECRET_KEY, or DJANGO_SECRET_KEY_FILE to a file holding one "

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.contrib import messages
-from django.core.handlers.asgi import ASGIRequest
 from django.core.exceptions import PermissionDenied
+from django.core.handlers.asgi import ASGIRequest
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -139,8 +139,9 @@ def _request_page(request, hypervisor, domain, disks, *, single: bool, skipped=(
     form = MigrationRequestForm(request.POST or None, hypervisor=hypervisor, disks=disks, single=single)
     if request.method == "POST" and disks and not form.is_valid():
         # Refused by the form itself (the lifecycle audits its own refusals).
-        lifecycle.migration_request_invalid(user=request.user, hypervisor=hypervisor, domain_uuid=domain.uuid,
-                                            errors={f: list(m) for f, m in form.errors.items()})
+        lifecycle.migration_request_invalid(
+            user=request.user, hypervisor=hypervisor, domain_uuid=domain.uuid, errors={f: list(m) for f, m in form.errors.items()}
+        )
     elif request.method == "POST" and disks:
         try:
             migration = lifecycle.migration_request(
@@ -159,7 +160,9 @@ def _request_page(request, hypervisor, domain, disks, *, single: bool, skipped=(
         form.focus_first_error()
     warnings = []
     if not domain.is_running:
-        warnings.append(f"{domain.name} is {domain.state or 'not running'} (as of the last sync): preflight will refuse until it runs.")
+        warnings.append(
+            f"{domain.name} is {domain.state or 'not running'} (as of the last sync): preflight will refuse until it runs."
+        )
     warnings += [
         f"{d.target} already has a {d.job_type} block job: preflight will refuse until it ends." for d in disks if d.has_job
     ]
@@ -292,9 +295,7 @@ def migration_dashboard_block(request: HttpRequest) -> HttpResponse:
     did not put `migration_dashboard` in the context; the live console may render it too)."""
     if not request.user.has_perm("blockmig.view_migration"):
         _deny("blockmig.view_migration", "Seeing migrations")
-    return render(
-        request, "blockmig/_dashboard_migrations.html", {"migration_dashboard": selectors.migration_dashboard()}
-    )
+    return render(request, "blockmig/_dashboard_migrations.html", {"migration_dashboard": selectors.migration_dashboard()})
 
 
 # ---- host pivot policy ----------------------------------------------------------------

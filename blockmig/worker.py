@@ -111,16 +111,21 @@ class Worker:
             lease = lease_claim_next(self.worker_id, exclude=self.pool.running())
             if lease is None:
                 break
-            log.info("migration %s: claimed (epoch %s%s)", lease.migration_id, lease.epoch,
-                     f", taking over from {lease.previous_owner}" if lease.is_takeover else "")
+            log.info(
+                "migration %s: claimed (epoch %s%s)",
+                lease.migration_id,
+                lease.epoch,
+                f", taking over from {lease.previous_owner}" if lease.is_takeover else "",
+            )
             self.pool.submit(lease)
             claimed += 1
         return claimed
 
     def run(self) -> None:
         WakeListener(self.on_wake, self.stopping).start()
-        log.info("worker %s: %d migration slots, polling every %g s", self.worker_id, self.pool.slots,
-                 settings.BLOCKMIG_POLL_SECONDS)
+        log.info(
+            "worker %s: %d migration slots, polling every %g s", self.worker_id, self.pool.slots, settings.BLOCKMIG_POLL_SECONDS
+        )
         while not self.stopping.is_set():
             self.wakeup.clear()
             try:

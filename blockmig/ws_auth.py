@@ -127,9 +127,11 @@ def read_verdicts(keys: list[Key]) -> dict[Key, Verdict]:
 def _sessions(session_keys: set[str]) -> dict[str, dict]:
     store_class = import_module(settings.SESSION_ENGINE).SessionStore
     if hasattr(store_class, "get_model_class"):  # the database backends: one query for all
-        rows = store_class.get_model_class().objects.filter(
-            session_key__in=session_keys, expire_date__gt=timezone.now()
-        ).values_list("session_key", "session_data")
+        rows = (
+            store_class.get_model_class()
+            .objects.filter(session_key__in=session_keys, expire_date__gt=timezone.now())
+            .values_list("session_key", "session_data")
+        )
         return {session_key: store_class().decode(data) for session_key, data in rows}
     return {session_key: store_class(session_key).load() for session_key in session_keys}
 

@@ -261,5 +261,6 @@ def _log_refusal(user_id: str) -> None:
     now = time.monotonic()
     if now - _refusals_logged.get(user_id, -REFUSAL_LOG_SECONDS) >= REFUSAL_LOG_SECONDS:
         _refusals_logged[user_id] = now
-        log.warning("refusing websockets of user %s: %s open already (logged once a minute)",
-                    user_id, settings.BLOCKMIG_WS_MAX_PER_USER)
+        log.warning(
+            "refusing websockets of user %s: %s open already (logged once a minute)", user_id, settings.BLOCKMIG_WS_MAX_PER_USER
+        )

@@ -70,8 +70,15 @@ class DomainGone(LibvirtFailure):
 
 
 # Codes and texts libvirt gives a call on a connection that has just dropped.
-LOST_CONNECTION_TEXTS = ("client socket is closed", "end of file while reading data", "cannot recv data",
-                         "cannot write data", "broken pipe", "connection reset", "no connection")
+LOST_CONNECTION_TEXTS = (
+    "client socket is closed",
+    "end of file while reading data",
+    "cannot recv data",
+    "cannot write data",
+    "broken pipe",
+    "connection reset",
+    "no connection",
+)
 
 
 AUTH_ERRORS = {libvirt.VIR_ERR_AUTH_FAILED, libvirt.VIR_ERR_AUTH_CANCELLED, libvirt.VIR_ERR_AUTH_UNAVAILABLE}
@@ -83,8 +90,7 @@ def _classify(uri: str, error: libvirt.libvirtError) -> ConnectFailure:
         # libvirt's error for a file that is not node XML quotes the file's lines: never show it.
         return ConnectFailure(
             "bad_uri",
-            f"libvirt's test driver could not load {uri}: the file must be a node XML file "
-            "(hosts.testnode writes them).",
+            f"libvirt's test driver could not load {uri}: the file must be a node XML file (hosts.testnode writes them).",
         )
     code = error.get_error_code()
     text = (error.get_error_message() or str(error)).strip()
@@ -296,7 +302,6 @@ class HostConnection:
             return ""  # the domain went away between the list and this read
 
 
-
 # =====================================================================================
 # Block jobs (migration engine). Everything below is used by blockmig.engine/preflight.
 # =====================================================================================
@@ -380,7 +385,7 @@ class BlockJobHost(HostConnection):
     """A connection that runs and watches block jobs. Opened with the event loop running
     so BLOCK_JOB_2 events reach `watch`."""
 
-    def __enter__(self) -> "BlockJobHost":
+    def __enter__(self) -> BlockJobHost:
         ensure_event_loop()
         self._versions_seen = None
         self._handles: dict[str, libvirt.virDomain] = {}
@@ -451,8 +456,11 @@ class BlockJobHost(HostConnection):
         """(driver, libvirt version, hypervisor version), asked once per connection: they
         cannot change while it is open, and a copy's start waits on every round trip."""
         if getattr(self, "_versions_seen", None) is None:
-            self._versions_seen = (self._call(self.conn.getType), self._call(self.conn.getLibVersion),
-                                   self._call(self.conn.getVersion))
+            self._versions_seen = (
+                self._call(self.conn.getType),
+                self._call(self.conn.getLibVersion),
+                self._call(self.conn.getVersion),
+            )
         return self._versions_seen
 
     def supports_transient_job(self) -> bool:

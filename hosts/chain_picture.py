@@ -247,7 +247,11 @@ def _layer_box(layer, index: int, count: int, x: float, y: float, w: float, h: f
     if mini:
         sizes = human_bytes(layer.capacity)
     elif compact:
-        sizes = f"{human_bytes(layer.capacity)} / {human_bytes(layer.allocation)}" if layer.allocation is not None else human_bytes(layer.capacity)
+        sizes = (
+            f"{human_bytes(layer.capacity)} / {human_bytes(layer.allocation)}"
+            if layer.allocation is not None
+            else human_bytes(layer.capacity)
+        )
     else:
         sizes = f"{human_bytes(layer.capacity)} virtual"
         if layer.allocation is not None:

@@ -133,5 +133,7 @@ def stats_signature(stats: dict) -> str:
     parts = [str(stats.get("state.state", ""))]
     for i in range(int(stats.get("block.count", 0))):
         prefix = f"block.{i}."
-        parts.append(f"{stats.get(prefix + 'name', '')}={stats.get(prefix + 'path', '')}@{stats.get(prefix + 'backingIndex', '')}")
+        parts.append(
+            f"{stats.get(prefix + 'name', '')}={stats.get(prefix + 'path', '')}@{stats.get(prefix + 'backingIndex', '')}"
+        )
     return hashlib.sha1("|".join(parts).encode()).hexdigest()

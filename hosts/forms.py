@@ -24,8 +24,19 @@ RESERVED_NAMES = {"add"}
 # there on purpose (settings.BLOCKMIG_ALLOW_SYSTEM_ROOTS). "lib*" is every top-level
 # /lib, /lib32, /lib64, /libx32.
 SYSTEM_DIRECTORIES = (
-    "/etc", "/proc", "/sys", "/dev", "/boot", "/root", "/usr", "/bin", "/sbin", "/lib*",
-    "/run", "/var/run", "/var/lib/libvirt",
+    "/etc",
+    "/proc",
+    "/sys",
+    "/dev",
+    "/boot",
+    "/root",
+    "/usr",
+    "/bin",
+    "/sbin",
+    "/lib*",
+    "/run",
+    "/var/run",
+    "/var/lib/libvirt",
 )
 
 
@@ -116,7 +127,9 @@ class HypervisorForm(forms.ModelForm):
         fields = ["name", "uri", "allowed_roots", "enabled"]
         widgets = {
             "name": forms.TextInput(attrs={"autofocus": True, "autocomplete": "off", "spellcheck": "false"}),
-            "uri": forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false", "placeholder": "qemu+ssh://root@kvm01/system"}),
+            "uri": forms.TextInput(
+                attrs={"autocomplete": "off", "spellcheck": "false", "placeholder": "qemu+ssh://root@kvm01/system"}
+            ),
         }
         help_texts = {
             "enabled": "Disabled hosts are not synced and cannot be migrated on; their last-known data stays visible.",

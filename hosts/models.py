@@ -2,7 +2,6 @@ from django.db import models
 from django.utils import timezone
 
 
-
 class Hypervisor(models.Model):
     name = models.SlugField(max_length=64, unique=True, help_text="Short name, e.g. rack3-kvm01.")
     uri = models.CharField(

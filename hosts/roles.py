@@ -44,8 +44,7 @@ def least_roles(perm: str) -> list[str]:
     others that carry it holds a strict subset of theirs (so the admin is named only for
     what only the admin may do)."""
     holders = roles_with(perm)
-    return [role for role in holders
-            if not any(set(ROLE_PERMISSIONS[other]) < set(ROLE_PERMISSIONS[role]) for other in holders)]
+    return [role for role in holders if not any(set(ROLE_PERMISSIONS[other]) < set(ROLE_PERMISSIONS[role]) for other in holders)]
 
 
 # The role to ask for, per permission, for a 403 page's "… needs the operator role".

@@ -56,4 +56,3 @@ def disk_with_chain(hypervisor: Hypervisor, uuid: str, target: str) -> Disk:
         domain__uuid=uuid.lower(),
         target=target,
     )
-

@@ -38,7 +38,10 @@ def hypervisor_changes(before: dict, hypervisor: Hypervisor) -> dict:
 
 def announce_hypervisor_added(hypervisor: Hypervisor, user, source: str) -> None:
     hypervisor_changed.send(
-        sender=Hypervisor, hypervisor=hypervisor, user=user, action="added",
+        sender=Hypervisor,
+        hypervisor=hypervisor,
+        user=user,
+        action="added",
         details={"source": source, **hypervisor_values(hypervisor)},
     )
 
@@ -48,14 +51,20 @@ def announce_hypervisor_edited(hypervisor: Hypervisor, user, source: str, before
     changes = hypervisor_changes(before, hypervisor)
     if changes:
         hypervisor_changed.send(
-            sender=Hypervisor, hypervisor=hypervisor, user=user, action="changed",
+            sender=Hypervisor,
+            hypervisor=hypervisor,
+            user=user,
+            action="changed",
             details={"source": source, "changes": changes},
         )
 
 
 def announce_hypervisor_deleted(hypervisor: Hypervisor, user, source: str, values: dict) -> None:
     hypervisor_changed.send(
-        sender=Hypervisor, hypervisor=hypervisor, user=user, action="deleted",
+        sender=Hypervisor,
+        hypervisor=hypervisor,
+        user=user,
+        action="deleted",
         details={"source": source, **values},
     )
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -29,12 +29,26 @@ logger = logging.getLogger(__name__)
 
 DOMAIN_FIELDS = ("name", "state", "persistent", "autostart", "signature")
 DISK_FIELDS = (
-    "bus", "device", "type", "format", "source", "readonly",
-    "job_type", "job_cur", "job_end", "job_mirror_path", "job_ready",
+    "bus",
+    "device",
+    "type",
+    "format",
+    "source",
+    "readonly",
+    "job_type",
+    "job_cur",
+    "job_end",
+    "job_mirror_path",
+    "job_ready",
 )
 FACT_FIELDS = (
-    "hostname", "driver", "libvirt_version", "hypervisor_version", "virt_type",
-    "supports_transient_job", "supports_sync_writes",
+    "hostname",
+    "driver",
+    "libvirt_version",
+    "hypervisor_version",
+    "virt_type",
+    "supports_transient_job",
+    "supports_sync_writes",
 )
 
 
@@ -125,8 +139,7 @@ def _store(hypervisor: models.Hypervisor, inventory: Inventory) -> None:
     # Read again inside the transaction: another sync of this host may have committed
     # since `known` was read, and this is the state the writes below must build on.
     stored = {
-        row[0]: row[1:]
-        for row in models.Domain.objects.filter(hypervisor=hypervisor).values_list("uuid", "id", *DOMAIN_FIELDS)
+        row[0]: row[1:] for row in models.Domain.objects.filter(hypervisor=hypervisor).values_list("uuid", "id", *DOMAIN_FIELDS)
     }
     seen = {record.uuid for record in inventory.domains}
     _delete_in_chunks(models.Domain, [row[0] for uuid, row in stored.items() if uuid not in seen])
@@ -149,7 +162,9 @@ def _upsert_domains(
         values = _domain_values(record, inventory.signatures.get(record.uuid, ""), record.uuid in stored)
         row = stored.get(record.uuid)
         if row is None or tuple(row[1:]) != values:
-            writes.append(models.Domain(hypervisor=hypervisor, uuid=record.uuid, synced_at=now, **dict(zip(DOMAIN_FIELDS, values))))
+            writes.append(
+                models.Domain(hypervisor=hypervisor, uuid=record.uuid, synced_at=now, **dict(zip(DOMAIN_FIELDS, values)))
+            )
     # An upsert rather than insert + update: one statement either way, and a concurrent
     # sync that inserted the same domain first cannot make this one fail.
     models.Domain.objects.bulk_create(
@@ -179,7 +194,9 @@ def _replace_disks(reread: list[tuple[int, tuple[DiskRecord, ...]]], previously_
     wanted = {(domain_id, disk.target) for domain_id, disks in reread for disk in disks}
     gone: list[int] = []
     for chunk in _chunks(sorted(previously_stored)):
-        for disk_id, domain_id, target in models.Disk.objects.filter(domain_id__in=chunk).values_list("id", "domain_id", "target"):
+        for disk_id, domain_id, target in models.Disk.objects.filter(domain_id__in=chunk).values_list(
+            "id", "domain_id", "target"
+        ):
             if (domain_id, target) not in wanted:
                 gone.append(disk_id)
         models.ChainLayer.objects.filter(disk__domain_id__in=chunk).delete()

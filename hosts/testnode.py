@@ -40,10 +40,7 @@ def _qcow2_chain_xml(directory: str, stem: str, length: int) -> str:
     inner = "<backingStore/>"
     for level in range(1, length):
         path = f"{directory}/{stem}-{level}.qcow2"
-        inner = (
-            f"<backingStore type='file'><format type='qcow2'/><source file={quoteattr(path)}/>"
-            f"{inner}</backingStore>"
-        )
+        inner = f"<backingStore type='file'><format type='qcow2'/><source file={quoteattr(path)}/>{inner}</backingStore>"
     active = f"{directory}/{stem}-{length}.qcow2"
     return (
         f"<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>"

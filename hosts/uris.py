@@ -141,7 +141,9 @@ def _authority(scheme: str, netloc: str) -> tuple[str, str, int | None]:
     if user is not None and (scheme != "qemu+ssh" or not _USER.fullmatch(user)):
         if scheme != "qemu+ssh":
             raise UnsafeURI(f"A {scheme} URI takes no user name (“{user}@”): only qemu+ssh logs in as a user.")
-        raise UnsafeURI(f"“{user}” is not a user name blockmig accepts: letters, digits, “.”, “_” and “-”, not starting with “-”.")
+        raise UnsafeURI(
+            f"“{user}” is not a user name blockmig accepts: letters, digits, “.”, “_” and “-”, not starting with “-”."
+        )
     if not (_HOST.fullmatch(host) or _IPV6.fullmatch(host)) or len(host) > 255:
         raise UnsafeURI(f"“{host}” is not a host name blockmig accepts: a DNS name, an IPv4 address or an [IPv6] address.")
     number = None
@@ -167,7 +169,9 @@ def _path(scheme: str, path: str) -> str:
         raise UnsafeURI("The test URI's file name contains a control character.")
     directory = node_file_dir()
     if directory is None:
-        raise UnsafeURI("Only test:///default is allowed here: no directory for test node files is configured (BLOCKMIG_TEST_DRIVER_DIR).")
+        raise UnsafeURI(
+            "Only test:///default is allowed here: no directory for test node files is configured (BLOCKMIG_TEST_DRIVER_DIR)."
+        )
     real_dir = os.path.realpath(directory)
     real = os.path.realpath(decoded)
     if not real.startswith(real_dir.rstrip("/") + "/"):

@@ -88,7 +88,10 @@ def hypervisor_context(hypervisor: Hypervisor, query: str, page_number) -> dict:
 def hypervisor_refresh(request: HttpRequest, name: str) -> HttpResponse:
     hypervisor = selectors.hypervisor_by_name(name)
     if not hypervisor.enabled:
-        messages.error(request, f"{hypervisor.name} is disabled, so blockmig does not connect to it: an admin can enable it on its edit page.")
+        messages.error(
+            request,
+            f"{hypervisor.name} is disabled, so blockmig does not connect to it: an admin can enable it on its edit page.",
+        )
         return _back(request, hypervisor)
     result = hypervisor_sync(hypervisor, force=True)
     if result.ok:

@@ -78,7 +78,9 @@ def migration_row(migration_id: int) -> dict:
     }
 
 
-def wait_for_state(migration, states: str | Iterable[str], timeout: float = 60.0, *, on=None, why: Callable[[], str] | None = None):
+def wait_for_state(
+    migration, states: str | Iterable[str], timeout: float = 60.0, *, on=None, why: Callable[[], str] | None = None
+):
     """Wait until the migration is in one of `states`; fail the test with what it is in instead.
 
     `migration` is a Migration row of this process's database (returned refreshed), or,
@@ -88,21 +90,25 @@ def wait_for_state(migration, states: str | Iterable[str], timeout: float = 60.0
     """
     wanted = {str(state) for state in ([states] if isinstance(states, str) else states)}
     if on is None:
+
         def look():
             migration.refresh_from_db()
             return migration, migration.state
     else:
+
         def look():
             row = on.call(migration_row, migration_id=migration)
             return row, row["state"]
+
     deadline = time.monotonic() + timeout
     while True:
         found, state = look()
         if state in wanted:
             return found
         if time.monotonic() > deadline:
-            raise AssertionError(f"{_describe(found)}, not one of {sorted(wanted)} after {timeout:g} s"
-                                 + (f"\n{why()}" if why else ""))
+            raise AssertionError(
+                f"{_describe(found)}, not one of {sorted(wanted)} after {timeout:g} s" + (f"\n{why()}" if why else "")
+            )
         time.sleep(0.1)
 
 

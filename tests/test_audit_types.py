@@ -61,10 +61,25 @@ def test_the_source_writes_types_only_in_forms_this_test_reads():
 def test_every_type_the_code_writes_has_a_label():
     types = written_types()
     # The ones the issue names, so a broken regex cannot make this pass by finding nothing.
-    assert {"takeover", "undefined", "verified", "definition_restored", "libvirt_connection_lost",
-            "libvirt_reconnected", "refused", "login_failed", "login_locked_out", "hypervisor_added",
-            "hypervisor_changed", "hypervisor_deleted", "bandwidth_changed", "policy_changed", "auto_pivot",
-            "approved", "abort_requested"} <= types
+    assert {
+        "takeover",
+        "undefined",
+        "verified",
+        "definition_restored",
+        "libvirt_connection_lost",
+        "libvirt_reconnected",
+        "refused",
+        "login_failed",
+        "login_locked_out",
+        "hypervisor_added",
+        "hypervisor_changed",
+        "hypervisor_deleted",
+        "bandwidth_changed",
+        "policy_changed",
+        "auto_pivot",
+        "approved",
+        "abort_requested",
+    } <= types
     assert sorted(types - set(EventType.values)) == []
 
 
@@ -94,8 +109,9 @@ def test_old_rows_of_a_type_no_longer_written_read_as_words():
 @pytest.fixture
 def taken_over(users):
     host = Hypervisor.objects.create(name="kvm01", uri="test:///default")
-    migration = Migration.objects.create(hypervisor=host, domain_uuid="u1", domain_name="testvm",
-                                         state=State.COPYING, requested_by=users["operator"])
+    migration = Migration.objects.create(
+        hypervisor=host, domain_uuid="u1", domain_name="testvm", state=State.COPYING, requested_by=users["operator"]
+    )
     for event_type in ("takeover", "libvirt_connection_lost", "definition_restored"):
         audit_record(event_type=event_type, migration=migration, from_state="copying", to_state="copying")
     return migration

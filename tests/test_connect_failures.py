@@ -148,14 +148,16 @@ def sasl_libvirtd(tmp_path_factory):
     (home / "sasl" / "libvirt.conf").write_text(f"mech_list: digest-md5\nsasldb_path: {home}/sasl/passwd.db\n")
     port = free_port()
     (home / "libvirtd.conf").write_text(
-        "listen_tls = 0\nlisten_tcp = 1\nlisten_addr = \"127.0.0.1\"\n"
-        f"tcp_port = \"{port}\"\nauth_tcp = \"sasl\"\nunix_sock_dir = \"{home}/sock\"\n"
-        f"log_outputs = \"3:file:{home}/libvirtd.log\"\n"
+        'listen_tls = 0\nlisten_tcp = 1\nlisten_addr = "127.0.0.1"\n'
+        f'tcp_port = "{port}"\nauth_tcp = "sasl"\nunix_sock_dir = "{home}/sock"\n'
+        f'log_outputs = "3:file:{home}/libvirtd.log"\n'
     )
     env = {**os.environ, "SASL_CONF_PATH": str(home / "sasl"), "LIBVIRT_DRIVER_DIR": str(home / "drivers")}
     daemon = subprocess.Popen(
         [LIBVIRTD, "--listen", "-f", str(home / "libvirtd.conf"), "-p", str(home / "libvirtd.pid")],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     try:
         _wait_for_port(port, daemon)

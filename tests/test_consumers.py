@@ -84,8 +84,14 @@ def seed(people):
         end=1024 * 1024 * 1024,
     )
     AuditEvent.objects.create(
-        event_type="requested", actor=people["operator"], actor_name="operator", migration=migration,
-        hypervisor_name=host.name, domain_name=domain.name, disk_targets="vda", to_state=State.REQUESTED,
+        event_type="requested",
+        actor=people["operator"],
+        actor_name="operator",
+        migration=migration,
+        hypervisor_name=host.name,
+        domain_name=domain.name,
+        disk_targets="vda",
+        to_state=State.REQUESTED,
     )
     render_cache.clear()
     return {"host": host, "domain": domain, "disk": disk, "migration": migration}
@@ -126,7 +132,7 @@ def element(frame: str, element_id: str) -> str:
     """The HTML of the element with `element_id` (up to the next top-level fragment)."""
     match = re.search(rf'<[a-z]+[^>]*\bid="{re.escape(element_id)}"', frame)
     assert match, f"{element_id} not in frame"
-    rest = frame[match.start():]
+    rest = frame[match.start() :]
     nxt = re.search(r'\n<[a-z]+[^>]*\bid="migration-\d+-', rest[1:])
     return rest if nxt is None else rest[: nxt.start() + 1]
 
@@ -149,7 +155,8 @@ async def test_socket_refused_without_login(seed):
 async def test_socket_refused_from_foreign_origin(seed, people):
     cookie = await sync_to_async(session_cookie)(people["viewer"])
     comm = WebsocketCommunicator(
-        application, f"/ws/migrations/{seed['migration'].pk}/",
+        application,
+        f"/ws/migrations/{seed['migration'].pk}/",
         headers=[(b"origin", b"http://evil.example"), HOST, (b"cookie", cookie)],
     )
     connected, _ = await comm.connect(timeout=TIMEOUT)
@@ -361,7 +368,7 @@ async def test_domain_page_small_chain_pictures_redrawn_on_inventory_change(seed
 
     await sync_to_async(copy_started)()
     frame = await frame_until(comm, lambda f: "copy.qcow2" in f)
-    picture = frame[frame.index(f'id="chain-{disk.pk}"'):frame.index(f'id="chain-{vdb.pk}"')]
+    picture = frame[frame.index(f'id="chain-{disk.pk}"') : frame.index(f'id="chain-{vdb.pk}"')]
     assert "mirroring to /srv/backups/copy.qcow2" in picture and 'hx-swap-oob="true"' in frame
     await comm.disconnect()
 
@@ -406,8 +413,9 @@ async def test_domain_page_follows_a_sync(seed, people):
     def synced():  # what a sync commits: the guest shut down, a virsh job on a new disk
         Domain.objects.filter(pk=domain.pk).update(state="shutoff", persistent=False, autostart=True)
         Disk.objects.filter(pk=disk.pk).update(job_type="copy", job_cur=1, job_end=4, job_mirror_path="/srv/backups/copy.qcow2")
-        vdb = Disk.objects.create(domain=domain, target="vdb", format="raw", source="/dev/vg0/data",
-                                  job_type="commit", job_cur=1, job_end=2)
+        vdb = Disk.objects.create(
+            domain=domain, target="vdb", format="raw", source="/dev/vg0/data", job_type="commit", job_cur=1, job_end=2
+        )
         publish.inventory_changed(seed["host"].pk)
         return vdb
 
@@ -444,7 +452,7 @@ async def test_disk_page_facts_follow_a_sync(seed, people):
     await sync_to_async(copy_started)()
     frame = await frame_until(comm, lambda f: "Mirroring to" in f)
     facts = outer(frame, f"disk-facts-{disk.pk}")
-    assert "<dt>Mirroring to</dt><dd class=\"mono break\">/srv/backups/copy.qcow2</dd>" in facts
+    assert '<dt>Mirroring to</dt><dd class="mono break">/srv/backups/copy.qcow2</dd>' in facts
     badge = outer(frame, f"disk-job-{disk.pk}")
     assert f"block job (copy, 25%) — blockmig migration #{seed['migration'].pk}" in badge
 

@@ -23,8 +23,9 @@ UNITS = ["blockmig-web.service", "blockmig-worker@.service", "blockmig-sync.serv
 
 
 def unit(name: str) -> configparser.ConfigParser:
-    parser = configparser.ConfigParser(strict=False, interpolation=None, delimiters=("=",),
-                                       comment_prefixes=("#", ";"), empty_lines_in_values=False)
+    parser = configparser.ConfigParser(
+        strict=False, interpolation=None, delimiters=("=",), comment_prefixes=("#", ";"), empty_lines_in_values=False
+    )
     parser.optionxform = str  # systemd keys are case-sensitive
     parser.read_string((DEPLOY / name).read_text(), source=name)
     return parser
@@ -97,10 +98,18 @@ def test_sync_unit_runs_the_sync_loop():
 
 
 def test_env_example_sets_what_every_process_needs():
-    keys = {line.split("=", 1)[0] for line in (DEPLOY / "env.example").read_text().splitlines()
-            if line and not line.startswith("#")}
-    assert {"DATABASE_URL", "REDIS_URL", "DJANGO_SECRET_KEY", "DJANGO_ALLOWED_HOSTS", "DJANGO_DEBUG",
-            "BLOCKMIG_CHANNEL_PREFIX", "BLOCKMIG_WEB_PORT"} <= keys
+    keys = {
+        line.split("=", 1)[0] for line in (DEPLOY / "env.example").read_text().splitlines() if line and not line.startswith("#")
+    }
+    assert {
+        "DATABASE_URL",
+        "REDIS_URL",
+        "DJANGO_SECRET_KEY",
+        "DJANGO_ALLOWED_HOSTS",
+        "DJANGO_DEBUG",
+        "BLOCKMIG_CHANNEL_PREFIX",
+        "BLOCKMIG_WEB_PORT",
+    } <= keys
 
 
 def test_systemd_analyze_verify_accepts_the_units(tmp_path):

@@ -102,7 +102,9 @@ def test_middle_layer_without_source_is_marked_missing_and_the_chain_continues()
 
 
 def test_disk_without_source_has_no_chain():
-    disk = only_disk("<disk type='file' device='cdrom'><driver name='qemu' type='raw'/><target dev='sdb' bus='sata'/><readonly/></disk>")
+    disk = only_disk(
+        "<disk type='file' device='cdrom'><driver name='qemu' type='raw'/><target dev='sdb' bus='sata'/><readonly/></disk>"
+    )
     assert (disk.device, disk.source, disk.chain) == ("cdrom", "", ())
 
 
@@ -267,10 +269,19 @@ def test_merge_block_stats_adds_capacity_and_allocation_per_layer():
     gib = 1 << 30
     stats = {
         "block.count": 3,
-        "block.0.name": "vda", "block.0.path": "/lab/snap2.qcow2", "block.0.capacity": gib, "block.0.allocation": 200_704,
-        "block.1.name": "vda", "block.1.path": "/lab/snap1.qcow2", "block.1.backingIndex": 2, "block.1.capacity": gib,
+        "block.0.name": "vda",
+        "block.0.path": "/lab/snap2.qcow2",
+        "block.0.capacity": gib,
+        "block.0.allocation": 200_704,
+        "block.1.name": "vda",
+        "block.1.path": "/lab/snap1.qcow2",
+        "block.1.backingIndex": 2,
+        "block.1.capacity": gib,
         "block.1.allocation": 397_312,
-        "block.2.name": "vda", "block.2.path": "/lab/base.qcow2", "block.2.backingIndex": 1, "block.2.capacity": gib,
+        "block.2.name": "vda",
+        "block.2.path": "/lab/base.qcow2",
+        "block.2.backingIndex": 1,
+        "block.2.capacity": gib,
     }
     (disk,) = merge_block_stats(disks, stats)
     assert [(layer.capacity, layer.allocation) for layer in disk.chain] == [(gib, 200_704), (gib, 397_312), (gib, None)]
@@ -279,11 +290,20 @@ def test_merge_block_stats_adds_capacity_and_allocation_per_layer():
 
 def test_merge_block_stats_prefers_the_size_on_the_host_to_the_highest_written_offset():
     """What libvirt 9 reports for the seed chain: allocation 0 on every layer, physical real."""
-    (disk,) = merge_block_stats(parse_disks(domain(QCOW2_CHAIN_OF_3)), {
-        "block.count": 2,
-        "block.0.name": "vda", "block.0.path": "/lab/snap2.qcow2", "block.0.allocation": 0, "block.0.physical": 528_384,
-        "block.1.name": "vda", "block.1.path": "/lab/snap1.qcow2", "block.1.allocation": 0, "block.1.physical": 528_384,
-    })
+    (disk,) = merge_block_stats(
+        parse_disks(domain(QCOW2_CHAIN_OF_3)),
+        {
+            "block.count": 2,
+            "block.0.name": "vda",
+            "block.0.path": "/lab/snap2.qcow2",
+            "block.0.allocation": 0,
+            "block.0.physical": 528_384,
+            "block.1.name": "vda",
+            "block.1.path": "/lab/snap1.qcow2",
+            "block.1.allocation": 0,
+            "block.1.physical": 528_384,
+        },
+    )
     assert [layer.allocation for layer in disk.chain] == [528_384, 528_384, None]
 
 

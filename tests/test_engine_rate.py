@@ -15,10 +15,17 @@ MIB = 1024**2
 
 def test_stored_rate_is_the_moving_average_of_the_samples_the_driver_kept(users):
     host = Hypervisor.objects.create(name="h1", uri="test:///default")
-    migration = Migration.objects.create(hypervisor=host, domain_uuid="u-1", domain_name="vm1", state=State.COPYING,
-                                         requested_by=users["operator"])
-    disk = MigrationDisk.objects.create(migration=migration, hypervisor=host, domain_uuid="u-1", target="vda",
-                                        source_path="/lab/a.qcow2", destination="/b/a.qcow2")
+    migration = Migration.objects.create(
+        hypervisor=host, domain_uuid="u-1", domain_name="vm1", state=State.COPYING, requested_by=users["operator"]
+    )
+    disk = MigrationDisk.objects.create(
+        migration=migration,
+        hypervisor=host,
+        domain_uuid="u-1",
+        target="vda",
+        source_path="/lab/a.qcow2",
+        destination="/b/a.qcow2",
+    )
     driver = Driver(lease_claim_next("w1"))
     for cur in (0, 64 * MIB, 192 * MIB):
         jobs = {"vda": BlockJobInfo("copy", cur=cur, end=GIB)}

@@ -39,14 +39,20 @@ def test_adding_a_hypervisor_is_audited_with_who_and_what(client_for, users):
     [event] = events("hypervisor_added")
     assert (event.actor, event.actor_name, event.hypervisor_name) == (users["admin"], "admin", "kvm01")
     assert event.details == {
-        "source": "form", "name": "kvm01", "uri": "test:///default", "allowed_roots": ["/srv/images"], "enabled": True,
+        "source": "form",
+        "name": "kvm01",
+        "uri": "test:///default",
+        "allowed_roots": ["/srv/images"],
+        "enabled": True,
     }
 
 
 def test_editing_uri_roots_and_enabled_is_audited_with_what_changed(client_for, users, node):
     Hypervisor.objects.create(name="kvm01", uri="test:///default", allowed_roots=["/srv/images"])
     client = client_for("admin")
-    response = client.post(reverse("hypervisor_edit", args=["kvm01"]), form_data(uri=node_uri(node), allowed_roots="/srv/images\n/srv/more"))
+    response = client.post(
+        reverse("hypervisor_edit", args=["kvm01"]), form_data(uri=node_uri(node), allowed_roots="/srv/images\n/srv/more")
+    )
     assert response.status_code == 302
     [event] = events("hypervisor_changed")
     assert event.actor == users["admin"] and event.hypervisor_name == "kvm01"
@@ -57,10 +63,16 @@ def test_editing_uri_roots_and_enabled_is_audited_with_what_changed(client_for, 
             "allowed_roots": {"from": ["/srv/images"], "to": ["/srv/images", "/srv/more"]},
         },
     }
-    client.post(reverse("hypervisor_edit", args=["kvm01"]), form_data(uri=node_uri(node), allowed_roots="/srv/images\n/srv/more", enabled=None))
+    client.post(
+        reverse("hypervisor_edit", args=["kvm01"]),
+        form_data(uri=node_uri(node), allowed_roots="/srv/images\n/srv/more", enabled=None),
+    )
     assert events("hypervisor_changed")[-1].details["changes"] == {"enabled": {"from": True, "to": False}}
     # Saving without a change adds nothing.
-    client.post(reverse("hypervisor_edit", args=["kvm01"]), form_data(uri=node_uri(node), allowed_roots="/srv/images\n/srv/more", enabled=None))
+    client.post(
+        reverse("hypervisor_edit", args=["kvm01"]),
+        form_data(uri=node_uri(node), allowed_roots="/srv/images\n/srv/more", enabled=None),
+    )
     assert len(events("hypervisor_changed")) == 2
 
 
@@ -82,7 +94,9 @@ def test_admin_add_change_and_delete_are_audited(client_for, users, node):
     [added] = events("hypervisor_added")
     assert added.actor == users["admin"] and added.details["source"] == "admin" and added.details["uri"] == "test:///default"
 
-    response = client.post(reverse("admin:hosts_hypervisor_change", args=[host.pk]), form_data(name="kvm02", uri=node_uri(node), enabled=None))
+    response = client.post(
+        reverse("admin:hosts_hypervisor_change", args=[host.pk]), form_data(name="kvm02", uri=node_uri(node), enabled=None)
+    )
     assert response.status_code == 302
     [changed] = events("hypervisor_changed")
     assert changed.hypervisor_name == "kvm02" and changed.details == {
@@ -98,7 +112,13 @@ def test_admin_add_change_and_delete_are_audited(client_for, users, node):
     assert response.status_code == 302 and not Hypervisor.objects.exists()
     [deleted] = events("hypervisor_deleted")
     assert deleted.actor == users["admin"] and deleted.hypervisor_name == "kvm02"
-    assert deleted.details == {"source": "admin", "name": "kvm02", "uri": node_uri(node), "allowed_roots": ["/srv/images"], "enabled": False}
+    assert deleted.details == {
+        "source": "admin",
+        "name": "kvm02",
+        "uri": node_uri(node),
+        "allowed_roots": ["/srv/images"],
+        "enabled": False,
+    }
 
 
 def test_admin_bulk_delete_audits_each_host(client_for, users):
@@ -119,12 +139,22 @@ def test_a_refused_start_is_audited_without_a_migration(users):
     host = Hypervisor.objects.create(name="kvm01", uri="test:///default", allowed_roots=["/srv/backups"])
     Domain.objects.create(hypervisor=host, uuid="uuid-1", name="testvm", state="running")
     with pytest.raises(Refused, match="outside") as caught:
-        migration_request(user=users["operator"], hypervisor=host, domain_uuid="uuid-1", disks=[DiskRequest("vda", "/tmp/c.qcow2")])
+        migration_request(
+            user=users["operator"], hypervisor=host, domain_uuid="uuid-1", disks=[DiskRequest("vda", "/tmp/c.qcow2")]
+        )
     assert not Migration.objects.exists()
     [event] = events("refused")
-    assert (event.actor, event.hypervisor_name, event.domain_name, event.migration) == (users["operator"], "kvm01", "testvm", None)
+    assert (event.actor, event.hypervisor_name, event.domain_name, event.migration) == (
+        users["operator"],
+        "kvm01",
+        "testvm",
+        None,
+    )
     assert event.details == {
-        "action": "request", "reason": caught.value.message, "domain_uuid": "uuid-1", "disks": {"vda": "/tmp/c.qcow2"},
+        "action": "request",
+        "reason": caught.value.message,
+        "domain_uuid": "uuid-1",
+        "disks": {"vda": "/tmp/c.qcow2"},
     }
 
 
@@ -136,7 +166,12 @@ def test_a_refused_policy_change_is_audited(users):
     assert host.auto_pivot is False and not events("policy_changed")
     [event] = events("refused")
     assert (event.actor, event.hypervisor_name) == (users["approver"], "kvm01")
-    assert event.details == {"action": "set_auto_pivot", "reason": "Only an admin can change a host's pivot policy.", "auto_pivot": True, "was": False}
+    assert event.details == {
+        "action": "set_auto_pivot",
+        "reason": "Only an admin can change a host's pivot policy.",
+        "auto_pivot": True,
+        "was": False,
+    }
 
 
 # ---- disabled hosts are left alone -----------------------------------------------------------------

@@ -165,14 +165,18 @@ def test_system_directories_are_refused_as_roots(roots, message, client_for):
 
 def test_storage_directories_stay_allowed():
     assert parse_roots("/var/tmp/blockmig\n/srv/backups\n/var/lib/blockmig\n/home/images") == [
-        "/var/tmp/blockmig", "/srv/backups", "/var/lib/blockmig", "/home/images",
+        "/var/tmp/blockmig",
+        "/srv/backups",
+        "/var/lib/blockmig",
+        "/home/images",
     ]
 
 
 def test_a_system_directory_chosen_on_purpose_is_allowed(settings):
     settings.BLOCKMIG_ALLOW_SYSTEM_ROOTS = ["/var/lib/libvirt/images"]
     assert parse_roots("/var/lib/libvirt/images\n/var/lib/libvirt/images/pool2") == [
-        "/var/lib/libvirt/images", "/var/lib/libvirt/images/pool2",
+        "/var/lib/libvirt/images",
+        "/var/lib/libvirt/images/pool2",
     ]
     with pytest.raises(ValidationError, match="/var/lib/libvirt"):
         parse_roots("/var/lib/libvirt")  # the rest of libvirt's state is still off limits
@@ -186,7 +190,12 @@ def test_a_root_reached_through_a_symlink_is_refused_on_the_local_host(client_fo
     (tmp_path / "link").symlink_to(real)
     # Only the roots change, so the form does not connect to the local libvirtd.
     Hypervisor.objects.create(name="local", uri="qemu:///system", allowed_roots=["/srv/old"])
-    response = post(client_for("admin"), "hypervisor_edit", form_data(name="local", uri="qemu:///system", allowed_roots=f"{tmp_path}/link"), "local")
+    response = post(
+        client_for("admin"),
+        "hypervisor_edit",
+        form_data(name="local", uri="qemu:///system", allowed_roots=f"{tmp_path}/link"),
+        "local",
+    )
     assert response.status_code == 200
     assert f"“{tmp_path}/link” is really {real} on this host" in response.content.decode()
     assert Hypervisor.objects.get(name="local").allowed_roots == ["/srv/old"]
@@ -194,7 +203,9 @@ def test_a_root_reached_through_a_symlink_is_refused_on_the_local_host(client_fo
     with pytest.raises(ValidationError, match="is really"):
         parse_roots(f"{tmp_path}/link/new", local=True)
 
-    response = post(client_for("admin"), "hypervisor_edit", form_data(name="local", uri="qemu:///system", allowed_roots=f"{real}//"), "local")
+    response = post(
+        client_for("admin"), "hypervisor_edit", form_data(name="local", uri="qemu:///system", allowed_roots=f"{real}//"), "local"
+    )
     assert response.status_code == 302
     assert Hypervisor.objects.get(name="local").allowed_roots == [str(real)]
 

@@ -46,8 +46,9 @@ def test_terminal_migrations_are_never_claimed(migration):
 
 
 def test_oldest_migration_is_claimed_first(migration, users):
-    newer = Migration.objects.create(hypervisor=migration.hypervisor, domain_uuid="u-2", domain_name="vm2",
-                                     requested_by=users["operator"])
+    newer = Migration.objects.create(
+        hypervisor=migration.hypervisor, domain_uuid="u-2", domain_name="vm2", requested_by=users["operator"]
+    )
     assert lease_claim_next("w1").migration_id == migration.pk
     assert lease_claim_next("w1", exclude={migration.pk}).migration_id == newer.pk
 

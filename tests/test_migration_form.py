@@ -88,7 +88,7 @@ def test_defaults_suggest_copy_in_first_root_shallow_qcow2_unlimited(client_for,
     assert form["dest_format"].value() == "qcow2"
     assert form["bandwidth_mib"].value() == 0
     html = response.content.decode()
-    assert 'autofocus' in html and 'name="destination"' in html
+    assert "autofocus" in html and 'name="destination"' in html
     assert "<details" in html and "Granularity" in html and "Buffer size" in html
 
 
@@ -136,9 +136,7 @@ def test_unknown_disk_is_404(client_for, domain):
 
 def test_relative_destination_refused(client_for, disk_url, no_lifecycle):
     response = post_disk(client_for("operator"), disk_url, destination="images/copy.qcow2")
-    assert field_errors(response, "destination") == [
-        "Give an absolute path (starting with /) inside one of the allowed roots."
-    ]
+    assert field_errors(response, "destination") == ["Give an absolute path (starting with /) inside one of the allowed roots."]
     assert not Migration.objects.exists()
 
 
@@ -238,9 +236,7 @@ def test_domain_form_two_disks_to_one_file_refused(client_for, domain_url, no_li
             "mode": "full", "dest_format": "qcow2", "bandwidth_mib": "0",
         },
     )  # fmt: skip
-    assert field_errors(response, "destination_vdb") == [
-        f"vda already goes to {ROOT}/same.qcow2; give each disk its own file."
-    ]
+    assert field_errors(response, "destination_vdb") == [f"vda already goes to {ROOT}/same.qcow2; give each disk its own file."]
 
 
 # ---- handing over to the lifecycle ---------------------------------------------------------
@@ -324,9 +320,7 @@ def test_lifecycle_refusal_without_a_field_shows_above_the_form(client_for, host
     # The inventory (last sync) says running; the host says shut off.
     host_says("shutoff")
     response = post_disk(client_for("operator"), disk_url)
-    assert response.context["form"].non_field_errors() == [
-        "testvm is shutoff, not running: a block copy needs a running domain."
-    ]
+    assert response.context["form"].non_field_errors() == ["testvm is shutoff, not running: a block copy needs a running domain."]
     assert 'role="alert"' in response.content.decode()
     assert not Migration.objects.exists()
 

@@ -372,8 +372,11 @@ def test_page_warns_when_the_host_cannot_identify_a_destination(client_for, make
 
 
 def test_failed_page_shows_the_saved_definition_for_an_admin_to_restore(client_for, make):
-    m = make(State.FAILED, failure_reason="The domain testvm no longer exists (destroyed and undefined outside blockmig).",
-             saved_definition="<domain type='kvm'><name>testvm</name></domain>")
+    m = make(
+        State.FAILED,
+        failure_reason="The domain testvm no longer exists (destroyed and undefined outside blockmig).",
+        saved_definition="<domain type='kvm'><name>testvm</name></domain>",
+    )
     html = page(client_for("viewer"), m)
     assert "no longer exists" in html
     assert "Saved definition of testvm" in html

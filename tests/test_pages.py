@@ -19,8 +19,14 @@ ERROR = "Cannot reach qemu+ssh://kvm02/system: Connection refused."
 @pytest.fixture
 def hosts(db):
     ok = Hypervisor.objects.create(
-        name="lab", uri="qemu:///system", last_sync_ok_at=timezone.now(), libvirt_version="9.0.0",
-        driver="QEMU", hypervisor_version="7.2.0", virt_type="qemu", allowed_roots=["/srv/backups"],
+        name="lab",
+        uri="qemu:///system",
+        last_sync_ok_at=timezone.now(),
+        libvirt_version="9.0.0",
+        driver="QEMU",
+        hypervisor_version="7.2.0",
+        virt_type="qemu",
+        allowed_roots=["/srv/backups"],
     )
     stale = Hypervisor.objects.create(
         name="kvm02", uri="qemu+ssh://kvm02/system", last_sync_ok_at=LAST_GOOD, last_sync_error=ERROR, virt_type="kvm"
@@ -32,11 +38,18 @@ def hosts(db):
 
 def make_domains(host: Hypervisor, count: int, disks: int = 2) -> None:
     domains = Domain.objects.bulk_create(
-        Domain(hypervisor=host, uuid=f"00000000-0000-4000-8000-{i:012d}", name=f"vm-{i:03d}", state="running" if i % 2 else "shutoff")
+        Domain(
+            hypervisor=host, uuid=f"00000000-0000-4000-8000-{i:012d}", name=f"vm-{i:03d}", state="running" if i % 2 else "shutoff"
+        )
         for i in range(count)
     )
     Disk.objects.bulk_create(
-        Disk(domain=d, target=f"vd{chr(97 + n)}", source=f"/lab/{d.name}-{n}.qcow2", job_type="copy" if n == 0 and i % 7 == 0 else "")
+        Disk(
+            domain=d,
+            target=f"vd{chr(97 + n)}",
+            source=f"/lab/{d.name}-{n}.qcow2",
+            job_type="copy" if n == 0 and i % 7 == 0 else "",
+        )
         for i, d in enumerate(domains)
         for n in range(disks)
     )
@@ -46,7 +59,9 @@ def test_list_shows_health_versions_and_domain_counts(client_for, hosts):
     make_domains(hosts["ok"], 3)
     html = client_for("viewer").get(reverse("hypervisor_list")).content.decode()
     for name, health in (("lab", "ok"), ("kvm02", "stale"), ("fresh", "unknown"), ("retired", "disabled")):
-        row = html[html.index(f'id="hypervisor-{hosts[{"lab": "ok", "kvm02": "stale", "fresh": "new", "retired": "off"}[name]].pk}"') :]
+        row = html[
+            html.index(f'id="hypervisor-{hosts[{"lab": "ok", "kvm02": "stale", "fresh": "new", "retired": "off"}[name]].pk}"') :
+        ]
         row = row[: row.index("</tr>")]
         assert f">{health}</span>" in row, name
     lab_row = html[html.index(f'id="hypervisor-{hosts["ok"].pk}"') :].split("</tr>")[0]
@@ -153,9 +168,20 @@ def test_query_count_does_not_grow_with_domains(url_name, client_for, hosts):
 
 
 def test_domain_page_shows_disks_and_who_runs_their_jobs(client_for, hosts):
-    domain = Domain.objects.create(hypervisor=hosts["ok"], uuid="aaaaaaaa-0000-4000-8000-000000000001", name="testvm", state="running")
-    vda = Disk.objects.create(domain=domain, target="vda", bus="virtio", format="qcow2", source="/lab/snap2.qcow2",
-                              job_type="copy", job_cur=42, job_end=100, job_mirror_path="/srv/backups/copy.qcow2")
+    domain = Domain.objects.create(
+        hypervisor=hosts["ok"], uuid="aaaaaaaa-0000-4000-8000-000000000001", name="testvm", state="running"
+    )
+    vda = Disk.objects.create(
+        domain=domain,
+        target="vda",
+        bus="virtio",
+        format="qcow2",
+        source="/lab/snap2.qcow2",
+        job_type="copy",
+        job_cur=42,
+        job_end=100,
+        job_mirror_path="/srv/backups/copy.qcow2",
+    )
     Disk.objects.create(domain=domain, target="vdb", bus="virtio", type="block", format="raw", source="/dev/vg0/data")
     for depth, name in enumerate(["snap2", "snap1", "base"]):
         ChainLayer.objects.create(disk=vda, depth=depth, path=f"/lab/{name}.qcow2", format="qcow2")
@@ -172,20 +198,39 @@ def test_domain_page_shows_disks_and_who_runs_their_jobs(client_for, hosts):
 def test_job_started_by_blockmig_is_named_as_such(client_for, hosts, users):
     from blockmig.models import Migration, MigrationDisk
 
-    domain = Domain.objects.create(hypervisor=hosts["ok"], uuid="aaaaaaaa-0000-4000-8000-000000000002", name="db1", state="running")
-    Disk.objects.create(domain=domain, target="vda", source="/lab/db1.qcow2", job_type="copy", job_cur=1, job_end=1, job_ready=True,
-                        job_mirror_path="/srv/backups/db1.qcow2")
-    migration = Migration.objects.create(hypervisor=hosts["ok"], domain_uuid=domain.uuid, domain_name="db1",
-                                         requested_by=users["operator"], state="ready")
-    MigrationDisk.objects.create(migration=migration, hypervisor=hosts["ok"], domain_uuid=domain.uuid, target="vda",
-                                 source_path="/lab/db1.qcow2", destination="/srv/backups/db1.qcow2")
+    domain = Domain.objects.create(
+        hypervisor=hosts["ok"], uuid="aaaaaaaa-0000-4000-8000-000000000002", name="db1", state="running"
+    )
+    Disk.objects.create(
+        domain=domain,
+        target="vda",
+        source="/lab/db1.qcow2",
+        job_type="copy",
+        job_cur=1,
+        job_end=1,
+        job_ready=True,
+        job_mirror_path="/srv/backups/db1.qcow2",
+    )
+    migration = Migration.objects.create(
+        hypervisor=hosts["ok"], domain_uuid=domain.uuid, domain_name="db1", requested_by=users["operator"], state="ready"
+    )
+    MigrationDisk.objects.create(
+        migration=migration,
+        hypervisor=hosts["ok"],
+        domain_uuid=domain.uuid,
+        target="vda",
+        source_path="/lab/db1.qcow2",
+        destination="/srv/backups/db1.qcow2",
+    )
     html = client_for("viewer").get(reverse("disk_detail", args=["lab", domain.uuid, "vda"])).content.decode()
     assert f"block job (copy, ready) — blockmig migration #{migration.pk}" in html
     assert "not started by blockmig" not in html
 
 
 def test_disk_page_has_the_actions_slot_and_a_swappable_picture(client_for, hosts):
-    domain = Domain.objects.create(hypervisor=hosts["ok"], uuid="aaaaaaaa-0000-4000-8000-000000000003", name="vm", state="running")
+    domain = Domain.objects.create(
+        hypervisor=hosts["ok"], uuid="aaaaaaaa-0000-4000-8000-000000000003", name="vm", state="running"
+    )
     disk = Disk.objects.create(domain=domain, target="sda", bus="scsi", type="network", source="rbd/pool/img")
     html = client_for("viewer").get(reverse("disk_detail", args=["lab", domain.uuid, "sda"])).content.decode()
     assert 'id="disk-actions"' in html and f'id="chain-{disk.pk}"' in html
@@ -204,11 +249,13 @@ def live_request(user):
 def test_disk_page_push_carries_the_chain_picture_swapped_by_id(hosts, users):
     from blockmig import live_fragments
 
-    domain = Domain.objects.create(hypervisor=hosts["ok"], uuid="aaaaaaaa-0000-4000-8000-000000000004", name="vm", state="running")
+    domain = Domain.objects.create(
+        hypervisor=hosts["ok"], uuid="aaaaaaaa-0000-4000-8000-000000000004", name="vm", state="running"
+    )
     disk = Disk.objects.create(domain=domain, target="vda", source="/lab/a.qcow2")
     ChainLayer.objects.create(disk=disk, depth=0, path="/lab/a.qcow2", format="qcow2")
     frame = live_fragments.disk_pages(live_request(users["viewer"]), hosts["ok"].pk, [disk.pk], {})
-    picture = frame[frame.index(f'<div id="chain-{disk.pk}"'):]
+    picture = frame[frame.index(f'<div id="chain-{disk.pk}"') :]
     assert picture.split(">", 1)[0].endswith('hx-swap-oob="true"') and "<svg" in picture
     assert "folded" not in picture
 
@@ -216,15 +263,17 @@ def test_disk_page_push_carries_the_chain_picture_swapped_by_id(hosts, users):
 def test_domain_page_push_carries_the_small_chain_picture_the_page_shows(client_for, hosts, users):
     from blockmig import live_fragments
 
-    domain = Domain.objects.create(hypervisor=hosts["ok"], uuid="aaaaaaaa-0000-4000-8000-000000000005", name="vm", state="running")
+    domain = Domain.objects.create(
+        hypervisor=hosts["ok"], uuid="aaaaaaaa-0000-4000-8000-000000000005", name="vm", state="running"
+    )
     disk = Disk.objects.create(domain=domain, target="vda", source="/lab/l0.qcow2")
     for depth in range(6):
         ChainLayer.objects.create(disk=disk, depth=depth, path=f"/lab/l{depth}.qcow2", format="qcow2")
     frame, _seen = live_fragments.domain_page(live_request(users["viewer"]), hosts["ok"].pk, domain.uuid)
-    pushed = frame[frame.index(f'<div id="chain-{disk.pk}"'):]
+    pushed = frame[frame.index(f'<div id="chain-{disk.pk}"') :]
     assert "folded; the disk page shows them all" in pushed
     page = client_for("viewer").get(reverse("domain_detail", args=["lab", domain.uuid])).content.decode()
-    on_page = page[page.index(f'<div id="chain-{disk.pk}"'):]
+    on_page = page[page.index(f'<div id="chain-{disk.pk}"') :]
     # The picture inside the pushed disks block is the page's own (that block is swapped whole).
     assert on_page[:2000] == pushed[:2000]
 

@@ -105,7 +105,11 @@ def test_messages_cookie_forged_with_the_old_built_in_key_is_ignored(client_for)
 def test_check_deploy_passes_with_the_documented_production_settings():
     done = subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
-        cwd=REPO, env=clean_env(**PRODUCTION_ENV), capture_output=True, text=True, timeout=120,
+        cwd=REPO,
+        env=clean_env(**PRODUCTION_ENV),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "no issues" in done.stdout
@@ -122,14 +126,34 @@ def pages(users):
     host = Hypervisor.objects.create(name="kvm01", uri="qemu:///system", allowed_roots=["/backups"])
     domain = Domain.objects.create(hypervisor=host, uuid="u-1", name="testvm", state="running")
     Disk.objects.create(domain=domain, target="vda", source="/images/vda.qcow2", format="qcow2")
-    migration = Migration.objects.create(hypervisor=host, domain_uuid="u-1", domain_name="testvm", state=State.COPYING,
-                                         requested_by=users["operator"], bytes_done=2**29, bytes_total=2**30)
-    MigrationDisk.objects.create(migration=migration, hypervisor=host, domain_uuid="u-1", target="vda",
-                                 source_path="/images/vda.qcow2", destination="/backups/vda.qcow2", cur=2**29, end=2**30)
+    migration = Migration.objects.create(
+        hypervisor=host,
+        domain_uuid="u-1",
+        domain_name="testvm",
+        state=State.COPYING,
+        requested_by=users["operator"],
+        bytes_done=2**29,
+        bytes_total=2**30,
+    )
+    MigrationDisk.objects.create(
+        migration=migration,
+        hypervisor=host,
+        domain_uuid="u-1",
+        target="vda",
+        source_path="/images/vda.qcow2",
+        destination="/backups/vda.qcow2",
+        cur=2**29,
+        end=2**30,
+    )
     return [
-        reverse("dashboard"), reverse("hypervisor_list"), reverse("hypervisor_detail", args=["kvm01"]),
-        reverse("domain_detail", args=["kvm01", "u-1"]), reverse("disk_detail", args=["kvm01", "u-1", "vda"]),
-        reverse("migration_list"), reverse("migration_detail", args=[migration.pk]), reverse("audit_list"),
+        reverse("dashboard"),
+        reverse("hypervisor_list"),
+        reverse("hypervisor_detail", args=["kvm01"]),
+        reverse("domain_detail", args=["kvm01", "u-1"]),
+        reverse("disk_detail", args=["kvm01", "u-1", "vda"]),
+        reverse("migration_list"),
+        reverse("migration_detail", args=[migration.pk]),
+        reverse("audit_list"),
     ]
 
 
@@ -156,6 +180,7 @@ def test_progress_bar_width_is_drawn_without_a_style_attribute(client_for, pages
 
 
 # -- passwords and sign-in throttling ----------------------------------------------------------
+
 
 @pytest.mark.parametrize("weak", ["blockmig", "123456789012", "password1234"])
 def test_weak_passwords_are_refused(weak):

@@ -102,8 +102,19 @@ def test_eta_of_the_stored_rate_follows_the_moving_average():
 
 @pytest.mark.parametrize(
     "seconds, text",
-    [(None, "—"), (0.2, "< 1 s"), (0.5, "< 1 s"), (0.6, "1 s"), (42, "42 s"), (59.6, "1 min 00 s"),
-     (185, "3 min 05 s"), (3599, "59 min 59 s"), (3600, "1 h 00 min"), (3725, "1 h 02 min"), (90000, "25 h 00 min")],
+    [
+        (None, "—"),
+        (0.2, "< 1 s"),
+        (0.5, "< 1 s"),
+        (0.6, "1 s"),
+        (42, "42 s"),
+        (59.6, "1 min 00 s"),
+        (185, "3 min 05 s"),
+        (3599, "59 min 59 s"),
+        (3600, "1 h 00 min"),
+        (3725, "1 h 02 min"),
+        (90000, "25 h 00 min"),
+    ],
 )
 def test_eta_wording(seconds, text):
     assert progress.format_eta(seconds) == text

@@ -95,8 +95,10 @@ def test_several_disks_move_together():
 
 
 def test_a_disk_without_a_driver_gets_one():
-    saved = ("<domain><name>vm</name><devices><disk type='file' device='disk'><source file='/a.img'/>"
-             "<target dev='vda'/></disk></devices></domain>")
+    saved = (
+        "<domain><name>vm</name><devices><disk type='file' device='disk'><source file='/a.img'/>"
+        "<target dev='vda'/></disk></devices></domain>"
+    )
     element = disk_element(retarget_definition(saved, {"vda": ("/b/a.qcow2", "qcow2")}), "vda")
     assert [child.tag for child in element] == ["target", "driver", "source"]
     driver = element.find("driver")
@@ -104,13 +106,15 @@ def test_a_disk_without_a_driver_gets_one():
 
 
 def test_a_disk_without_a_target_is_skipped():
-    saved = ("<domain><devices><disk type='file'><source file='/x.img'/></disk>"
-             "<disk type='file'><source file='/y.img'/><target dev='vda'/></disk></devices></domain>")
+    saved = (
+        "<domain><devices><disk type='file'><source file='/x.img'/></disk>"
+        "<disk type='file'><source file='/y.img'/><target dev='vda'/></disk></devices></domain>"
+    )
     out = ET.fromstring(retarget_definition(saved, {"vda": ("/b/y.qcow2", "qcow2")}))
     assert [d.find("source").get("file") for d in out.findall("./devices/disk")] == ["/x.img", "/b/y.qcow2"]
 
 
 def test_paths_with_spaces_quotes_and_unicode_survive():
-    path = "/srv/VM images/Größe \"neu\" & <alt>.qcow2"
+    path = '/srv/VM images/Größe "neu" & <alt>.qcow2'
     out = retarget_definition(SAVED, {"vda": (path, "qcow2")})
     assert disks_of(out)["vda"].source == path

@@ -160,10 +160,18 @@ def test_admin_shows_inventory_read_only(client_for, inventory):
 def test_the_role_to_ask_for_is_the_least_that_carries_the_permission():
     from hosts.roles import ROLE_FOR
 
-    assert {perm: ROLE_FOR[perm] for perm in (
-        "blockmig.view_migration", "blockmig.view_auditevent", "blockmig.add_migration", "blockmig.change_migration",
-        "blockmig.approve_migration", "blockmig.abort_migration", "hosts.change_hypervisor",
-    )} == {
+    assert {
+        perm: ROLE_FOR[perm]
+        for perm in (
+            "blockmig.view_migration",
+            "blockmig.view_auditevent",
+            "blockmig.add_migration",
+            "blockmig.change_migration",
+            "blockmig.approve_migration",
+            "blockmig.abort_migration",
+            "hosts.change_hypervisor",
+        )
+    } == {
         "blockmig.view_migration": "viewer",
         "blockmig.view_auditevent": "viewer",
         "blockmig.add_migration": "operator",

@@ -53,8 +53,12 @@ def stub(path: Path, body: str) -> Path:
 
 def supervise(name: str, *command: str | Path, log: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [str(SUPERVISE), name, *map(str, command)], env={**os.environ, "SUPERVISE_DELAY": DELAY},
-        stdout=subprocess.DEVNULL, stderr=open(log, "w"), stdin=subprocess.DEVNULL, start_new_session=True,
+        [str(SUPERVISE), name, *map(str, command)],
+        env={**os.environ, "SUPERVISE_DELAY": DELAY},
+        stdout=subprocess.DEVNULL,
+        stderr=open(log, "w"),
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
     )
 
 
@@ -101,11 +105,14 @@ def test_a_command_killed_by_a_signal_is_named_and_started_again(tmp_path, stopp
 def test_stopping_the_supervisor_stops_the_command_once_and_waits_for_its_drain(tmp_path, stopped_at_end):
     """Like a worker: SIGTERM starts a drain that takes a while; a second SIGTERM would cut it short."""
     events = tmp_path / "events"
-    command = stub(tmp_path / "worker", f"""
+    command = stub(
+        tmp_path / "worker",
+        f"""
 echo "start $$" >> {events}
 trap 'echo "TERM $$" >> {events}; sleep 0.5; echo "drained $$" >> {events}; exit 0' TERM
 while :; do sleep 0.05; done
-""")
+""",
+    )
     stopped_at_end.append(supervisor := supervise("worker-1", command, log=tmp_path / "supervise.log"))
     child = int(wait_until(lambda: lines(events), what="the start")[0].split()[1])
 
@@ -124,23 +131,34 @@ def test_make_run_restarts_workers_and_ctrl_c_stops_everything(tmp_path):
     venv = tmp_path / "venv"
     (venv / "bin").mkdir(parents=True)
     # `python manage.py run_worker` exits after a moment; `python manage.py sync_loop` stays up.
-    stub(venv / "bin" / "python", f"""
+    stub(
+        venv / "bin" / "python",
+        f"""
 echo "$2 $$" >> {events}
 if [ "$2" = run_worker ]; then sleep 0.3; exit 3; fi
 exec sleep 60
-""")
+""",
+    )
     stub(venv / "bin" / "daphne", f'echo "daphne $$" >> {events}\nexec sleep 60\n')
     make = subprocess.Popen(
         ["make", "-s", "-o", "demo", "run", f"VENV={venv}", "WORKERS=2", "PORT=1"],
-        cwd=REPO, env={**os.environ, "SUPERVISE_DELAY": DELAY}, stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        cwd=REPO,
+        env={**os.environ, "SUPERVISE_DELAY": DELAY},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
     )
     try:
+
         def started(kind: str) -> list[int]:
             return [int(line.split()[1]) for line in lines(events) if line.split()[0] == kind]
 
-        wait_until(lambda: len(started("run_worker")) >= 4 and started("sync_loop") and started("daphne"),
-                   what="two workers started twice each, the sync loop and daphne")
+        wait_until(
+            lambda: len(started("run_worker")) >= 4 and started("sync_loop") and started("daphne"),
+            what="two workers started twice each, the sync loop and daphne",
+        )
         os.killpg(make.pid, signal.SIGINT)  # Ctrl-C
         output = make.communicate(timeout=10)[0]
     finally:

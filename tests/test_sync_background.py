@@ -42,17 +42,33 @@ def test_sync_loop_finishes_its_round_and_exits_on_sigterm(tmp_path):
     node = nodes / "node.xml"
     write_node(node, 12)
     env = {
-        **os.environ, "BLOCKMIG_VAR_DIR": str(tmp_path / "var"), "DJANGO_SECRET_KEY": "sync-loop-test-" + "k" * 50, "BLOCKMIG_TEST_DRIVER_DIR": str(nodes),
+        **os.environ,
+        "BLOCKMIG_VAR_DIR": str(tmp_path / "var"),
+        "DJANGO_SECRET_KEY": "sync-loop-test-" + "k" * 50,
+        "BLOCKMIG_TEST_DRIVER_DIR": str(nodes),
         "DJANGO_SETTINGS_MODULE": "blockmig.settings",
     }
     manage = [sys.executable, str(ROOT / "manage.py")]
     subprocess.run([*manage, "migrate", "-v0"], env=env, check=True, cwd=ROOT)
     subprocess.run(
-        [*manage, "shell", "-c", f"from hosts.models import Hypervisor; Hypervisor.objects.create(name='fake', uri='{node_uri(node)}')"],
-        env=env, check=True, cwd=ROOT,
+        [
+            *manage,
+            "shell",
+            "-c",
+            f"from hosts.models import Hypervisor; Hypervisor.objects.create(name='fake', uri='{node_uri(node)}')",
+        ],
+        env=env,
+        check=True,
+        cwd=ROOT,
     )
-    loop = subprocess.Popen([*manage, "sync_loop", "--interval", "3600"], env=env, cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    loop = subprocess.Popen(
+        [*manage, "sync_loop", "--interval", "3600"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         first_line = loop.stdout.readline()
         assert first_line.startswith("fake: 12 domains")

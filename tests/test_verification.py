@@ -27,8 +27,12 @@ FULL_DONE = {"vda": record(COPY)}
 
 def problems(mode=SHALLOW, disks=None, live=None, inactive=None, persistent=True, strategy="transient_job"):
     return pivot_problems(
-        mode, disks if disks is not None else [moved()], SHALLOW_DONE if live is None else live,
-        {"vda": record(COPY)} if inactive is None else inactive, persistent, strategy,
+        mode,
+        disks if disks is not None else [moved()],
+        SHALLOW_DONE if live is None else live,
+        {"vda": record(COPY)} if inactive is None else inactive,
+        persistent,
+        strategy,
     )
 
 
@@ -54,15 +58,11 @@ def test_disk_gone_from_the_live_xml():
 
 
 def test_shallow_copy_that_lost_its_backing_chain():
-    assert problems(live=FULL_DONE) == [
-        f"vda chain is {COPY}, expected {COPY} ← /lab/snap1.qcow2 ← /lab/base.qcow2"
-    ]
+    assert problems(live=FULL_DONE) == [f"vda chain is {COPY}, expected {COPY} ← /lab/snap1.qcow2 ← /lab/base.qcow2"]
 
 
 def test_full_copy_that_still_has_a_backing_file():
-    assert problems(mode=Migration.Mode.FULL) == [
-        f"vda chain is {COPY} ← /lab/snap1.qcow2 ← /lab/base.qcow2, expected {COPY}"
-    ]
+    assert problems(mode=Migration.Mode.FULL) == [f"vda chain is {COPY} ← /lab/snap1.qcow2 ← /lab/base.qcow2, expected {COPY}"]
 
 
 def test_persistent_definition_still_on_the_source():

@@ -158,8 +158,9 @@ def wait_for_serial(log: Path, marker: str, timeout: float = 30.0, offset: int =
         time.sleep(0.1)
 
 
-def probe_kvm(guest: GuestBoot, work_dir: Path, name: str = "blockmig-kvm-probe", uri: str = SYSTEM_URI,
-              timeout: float = PROBE_TIMEOUT) -> bool:
+def probe_kvm(
+    guest: GuestBoot, work_dir: Path, name: str = "blockmig-kvm-probe", uri: str = SYSTEM_URI, timeout: float = PROBE_TIMEOUT
+) -> bool:
     """Boot the lab guest once under KVM (transient, no disks) and see if it comes up."""
     work_dir.mkdir(parents=True, exist_ok=True)
     log = work_dir / f"{name}.serial.log"

@@ -282,12 +282,13 @@ def _write_initramfs(modules: list[tuple[str, Path]], target: Path) -> None:
                 data = subprocess.run(["zstd", "-dc", str(path)], capture_output=True, check=True).stdout
             (root / "lib" / "modules" / f"{name}.ko").write_bytes(data)
         (root / "etc" / "blockmig-modules").write_text("\n".join(name for name, _ in modules) + "\n")
-        listing = subprocess.run(
-            ["find", ".", "-print0"], cwd=root, capture_output=True, check=True
-        ).stdout
+        listing = subprocess.run(["find", ".", "-print0"], cwd=root, capture_output=True, check=True).stdout
         archive = subprocess.run(
             ["cpio", "--null", "--create", "--format=newc", "--owner=0:0", "--quiet"],
-            cwd=root, input=listing, capture_output=True, check=True,
+            cwd=root,
+            input=listing,
+            capture_output=True,
+            check=True,
         ).stdout
         partial = target.with_name(target.name + ".partial")
         partial.write_bytes(gzip.compress(archive, compresslevel=6))

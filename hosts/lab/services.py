@@ -98,9 +98,20 @@ def ensure_qemu_user() -> bool:
             created = True
     if subprocess.run(["getent", "passwd", "libvirt-qemu"], capture_output=True).returncode != 0:
         subprocess.run(
-            ["useradd", "--system", "--gid", "libvirt-qemu", "--groups", "kvm",
-             "--home-dir", "/var/lib/libvirt", "--no-create-home",
-             "--shell", "/usr/sbin/nologin", "libvirt-qemu"],
+            [
+                "useradd",
+                "--system",
+                "--gid",
+                "libvirt-qemu",
+                "--groups",
+                "kvm",
+                "--home-dir",
+                "/var/lib/libvirt",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                "libvirt-qemu",
+            ],
             check=True,
         )
         created = True
@@ -175,9 +186,7 @@ def stop_libvirtd(timeout: float = 15) -> None:
 
 def virsh_answers(uri: str = SYSTEM_URI) -> tuple[bool, str]:
     try:
-        done = subprocess.run(
-            ["virsh", "-c", uri, "version"], capture_output=True, text=True, timeout=10
-        )
+        done = subprocess.run(["virsh", "-c", uri, "version"], capture_output=True, text=True, timeout=10)
     except subprocess.TimeoutExpired:
         return False, "virsh version timed out"
     return done.returncode == 0, (done.stdout + done.stderr).strip()

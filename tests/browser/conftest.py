@@ -32,8 +32,15 @@ from tests.deploy.conftest import LOG_ROOT, Deployment, running_deployment  # no
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / "artifacts" / "screenshots"
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture(scope="session")
@@ -60,8 +67,7 @@ def domain_factory(site):
     root.mkdir(parents=True)
     verdict = LOG_ROOT / "blockmig-test-virt_type"
     virt_type = verdict.read_text().strip() if verdict.exists() else "qemu"
-    lab = SimpleNamespace(prefix=f"bmtest-{os.getpid()}-browser-", virt_type=virt_type,
-                          seed=build_seed_chain(root / "seed"))
+    lab = SimpleNamespace(prefix=f"bmtest-{os.getpid()}-browser-", virt_type=virt_type, seed=build_seed_chain(root / "seed"))
     factory = DomainFactory(lab, root / "domains")
     try:
         yield factory
@@ -88,8 +94,7 @@ class SeedDomain:
 
 def _register(site, vm) -> SeedDomain:
     hypervisor = f"lab-{uuid.uuid4().hex[:8]}"
-    registered = site.call(remote.register_domain, hypervisor_name=hypervisor, domain_uuid=vm.uuid,
-                           allowed_root=str(vm.backups))
+    registered = site.call(remote.register_domain, hypervisor_name=hypervisor, domain_uuid=vm.uuid, allowed_root=str(vm.backups))
     return SeedDomain(vm.name, vm.uuid, vm.directory, vm.backups, registered["hypervisor"], registered["disk_pk"])
 
 

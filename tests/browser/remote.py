@@ -34,8 +34,12 @@ def request_migration(hypervisor_name: str, domain_uuid: str, destination: str, 
     from hosts.models import Hypervisor
 
     migration = migration_request(
-        user=User.objects.get(username="operator"), hypervisor=Hypervisor.objects.get(name=hypervisor_name),
-        domain_uuid=domain_uuid, disks=[DiskRequest("vda", destination)], mode="shallow", bandwidth_mib=bandwidth_mib,
+        user=User.objects.get(username="operator"),
+        hypervisor=Hypervisor.objects.get(name=hypervisor_name),
+        domain_uuid=domain_uuid,
+        disks=[DiskRequest("vda", destination)],
+        mode="shallow",
+        bandwidth_mib=bandwidth_mib,
     )
     return migration.pk
 
@@ -77,9 +81,13 @@ def sync_test_host(hypervisor_name: str, domains: list[str]) -> dict:
     node = directory / f"{hypervisor_name}.xml"
     fakes = []
     for name in domains:
-        disk = (f"<disk type='file' device='disk'><driver name='qemu' type='raw'/>"
-                f"<source file='/srv/images/{name}.raw'/><target dev='vda' bus='virtio'/></disk>")
-        fakes.append(FakeDomain(str(uuid.uuid5(uuid.NAMESPACE_URL, f"{hypervisor_name}/{name}")), name, "running", True, disk, 1, 1))
+        disk = (
+            f"<disk type='file' device='disk'><driver name='qemu' type='raw'/>"
+            f"<source file='/srv/images/{name}.raw'/><target dev='vda' bus='virtio'/></disk>"
+        )
+        fakes.append(
+            FakeDomain(str(uuid.uuid5(uuid.NAMESPACE_URL, f"{hypervisor_name}/{name}")), name, "running", True, disk, 1, 1)
+        )
     node.write_text(node_xml(fakes), encoding="utf-8")
     hypervisor, _ = Hypervisor.objects.get_or_create(name=hypervisor_name, defaults={"uri": node_uri(node)})
     result = hypervisor_sync(hypervisor, force=True)

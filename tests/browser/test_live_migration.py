@@ -105,7 +105,9 @@ def test_operator_starts_and_approver_approves_live(site, seed_domain, login, sc
     approver.wait_for_url(f"**/migrations/{migration_id}/")
     wait_live(approver)
     expect(phase(approver, migration_id)).to_have_text(READY, timeout=LIVE)
-    expect(approver.locator(f"#migration-{migration_id}-status .mig-percent")).to_have_text(re.compile(r"^\s*100\s*%\s*$"), timeout=LIVE)
+    expect(approver.locator(f"#migration-{migration_id}-status .mig-percent")).to_have_text(
+        re.compile(r"^\s*100\s*%\s*$"), timeout=LIVE
+    )
     approver.screenshot(path=screenshots / "migration-ready.png", full_page=True)
     approver.get_by_role("button", name="Approve and pivot").click()
     approver.wait_for_load_state()
@@ -120,20 +122,25 @@ def test_operator_starts_and_approver_approves_live(site, seed_domain, login, sc
 
     # The chain picture is redrawn: copy ← snap1 ← base, snap2 no longer in it.
     desc = chain.locator(f"#chain-{vm.disk_pk}-desc")
-    expect(desc).to_have_text(
-        re.compile(r"copy\.qcow2 backed by \S*/snap1\.qcow2 backed by \S*/base\.qcow2\.$"), timeout=LIVE)
+    expect(desc).to_have_text(re.compile(r"copy\.qcow2 backed by \S*/snap1\.qcow2 backed by \S*/base\.qcow2\.$"), timeout=LIVE)
     expect(chain).not_to_contain_text("snap2.qcow2")
     assert_not_reloaded(disk_page)
     picture(disk_page, chain, screenshots / "chain.png")
     expect(domain_page.locator(f"#chain-{vm.disk_pk}-desc")).to_have_text(
-        re.compile(r"copy\.qcow2 backed by \S*/snap1\.qcow2 backed by \S*/base\.qcow2\.$"), timeout=LIVE)
+        re.compile(r"copy\.qcow2 backed by \S*/snap1\.qcow2 backed by \S*/base\.qcow2\.$"), timeout=LIVE
+    )
     assert_not_reloaded(domain_page)
 
 
 def test_viewer_sees_progress_and_no_buttons(site, seed_domain, login):
     vm = seed_domain
-    migration_id = site.call(remote.request_migration, hypervisor_name=vm.hypervisor, domain_uuid=vm.uuid,
-                             destination=str(vm.backups / "copy.qcow2"), bandwidth_mib=1)
+    migration_id = site.call(
+        remote.request_migration,
+        hypervisor_name=vm.hypervisor,
+        domain_uuid=vm.uuid,
+        destination=str(vm.backups / "copy.qcow2"),
+        bandwidth_mib=1,
+    )
     try:
         viewer = login("viewer")
         viewer.goto(f"/migrations/{migration_id}/")
@@ -182,8 +189,13 @@ RESTORE_SOCKET = """() => {
 
 def test_socket_cut_and_restored_catches_up(site, seed_domain, login):
     vm = seed_domain
-    migration_id = site.call(remote.request_migration, hypervisor_name=vm.hypervisor, domain_uuid=vm.uuid,
-                             destination=str(vm.backups / "copy.qcow2"), bandwidth_mib=1)
+    migration_id = site.call(
+        remote.request_migration,
+        hypervisor_name=vm.hypervisor,
+        domain_uuid=vm.uuid,
+        destination=str(vm.backups / "copy.qcow2"),
+        bandwidth_mib=1,
+    )
     page = login("operator")
     page.goto(f"/migrations/{migration_id}/")
     wait_live(page)
@@ -210,8 +222,13 @@ def test_socket_cut_and_restored_catches_up(site, seed_domain, login):
 def test_socket_cut_mid_copy_and_restored_catches_up(site, busy_seed_domain, login):
     """Cut while the bandwidth-limited copy runs; the migration is aborted meanwhile."""
     vm = busy_seed_domain
-    migration_id = site.call(remote.request_migration, hypervisor_name=vm.hypervisor, domain_uuid=vm.uuid,
-                             destination=str(vm.backups / "copy.qcow2"), bandwidth_mib=1)
+    migration_id = site.call(
+        remote.request_migration,
+        hypervisor_name=vm.hypervisor,
+        domain_uuid=vm.uuid,
+        destination=str(vm.backups / "copy.qcow2"),
+        bandwidth_mib=1,
+    )
     try:
         page = login("operator")
         page.goto(f"/migrations/{migration_id}/")

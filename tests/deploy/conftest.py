@@ -49,6 +49,7 @@ START_TIMEOUT = 60.0
 
 # -- services ---------------------------------------------------------------------------------
 
+
 def _admin_connection() -> psycopg.Connection:
     return psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True, connect_timeout=3)
 
@@ -78,6 +79,7 @@ def drop_stale_databases(connection: psycopg.Connection, prefix: str) -> None:
 
 # -- processes --------------------------------------------------------------------------------
 
+
 @dataclass
 class Process:
     """One long-running process in its own process group, its output in a log file."""
@@ -91,8 +93,13 @@ class Process:
     def start(self) -> Process:
         with open(self.log_path, "a") as log:
             self.popen = subprocess.Popen(
-                self.args, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
+                self.args,
+                cwd=REPO,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
             )
         return self
 
@@ -171,8 +178,14 @@ class CallServer:
     def __init__(self, env: dict[str, str], log_path: Path):
         self.log = open(log_path, "a")
         self.popen = subprocess.Popen(
-            [sys.executable, "-c", SERVE_CALLS], cwd=REPO, env=env, text=True,
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, start_new_session=True,
+            [sys.executable, "-c", SERVE_CALLS],
+            cwd=REPO,
+            env=env,
+            text=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            start_new_session=True,
         )
 
     def call(self, function: Callable, **kwargs):
@@ -226,8 +239,10 @@ class Deployment:
 
     def start_worker(self, index: int) -> Process:
         worker = Process(
-            f"worker-{index}", [sys.executable, "manage.py", "run_worker", "-v", "1"],
-            {**self.env, **LEASES}, self.log_dir / f"worker-{index}.log",
+            f"worker-{index}",
+            [sys.executable, "manage.py", "run_worker", "-v", "1"],
+            {**self.env, **LEASES},
+            self.log_dir / f"worker-{index}.log",
         ).start()
         if index < len(self.workers):
             self.workers[index] = worker
@@ -238,8 +253,10 @@ class Deployment:
     def start_daphne(self, index: int) -> Daphne:
         # Port 0: the kernel picks a free port and daphne logs it; no race with other sessions.
         process = Process(
-            f"daphne-{index}", [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", "0", "blockmig.asgi:application"],
-            self.env, self.log_dir / f"daphne-{index}.log",
+            f"daphne-{index}",
+            [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", "0", "blockmig.asgi:application"],
+            self.env,
+            self.log_dir / f"daphne-{index}.log",
         ).start()
         daphne = Daphne(process)
         self.daphnes.append(daphne)
@@ -348,6 +365,7 @@ def deployment(deployment_session: Deployment) -> Iterator[Deployment]:
 
 
 # -- lab domains --------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def lab_domains():

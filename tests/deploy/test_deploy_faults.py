@@ -39,6 +39,7 @@ LEASE_SECONDS = 3  # conftest.LEASES
 
 # -- run inside the deployment ------------------------------------------------------------------
 
+
 def on_deployment_create_fault_people() -> None:
     make_people([(OPERATOR, "operator"), (APPROVER, "approver")], password=PASSWORD)
 
@@ -49,11 +50,13 @@ def on_deployment_request(domain_uuid: str, destination: str, allowed_root: str,
     from blockmig.lifecycle import DiskRequest, migration_request
     from hosts.models import Hypervisor
 
-    hypervisor = Hypervisor.objects.create(name=f"fault-{domain_uuid[:8]}", uri="qemu:///system",
-                                           allowed_roots=[allowed_root])
+    hypervisor = Hypervisor.objects.create(name=f"fault-{domain_uuid[:8]}", uri="qemu:///system", allowed_roots=[allowed_root])
     migration = migration_request(
-        user=User.objects.get(username=OPERATOR), hypervisor=hypervisor, domain_uuid=domain_uuid,
-        disks=[DiskRequest("vda", destination)], bandwidth_mib=bandwidth_mib,
+        user=User.objects.get(username=OPERATOR),
+        hypervisor=hypervisor,
+        domain_uuid=domain_uuid,
+        disks=[DiskRequest("vda", destination)],
+        bandwidth_mib=bandwidth_mib,
     )
     return migration.pk
 
@@ -64,8 +67,9 @@ def on_deployment_set_bandwidth(migration_id: int, bandwidth_mib: int) -> None:
     from blockmig.lifecycle import migration_set_bandwidth
     from blockmig.models import Migration
 
-    migration_set_bandwidth(migration=Migration.objects.get(pk=migration_id),
-                            user=User.objects.get(username=OPERATOR), bandwidth_mib=bandwidth_mib)
+    migration_set_bandwidth(
+        migration=Migration.objects.get(pk=migration_id), user=User.objects.get(username=OPERATOR), bandwidth_mib=bandwidth_mib
+    )
 
 
 def on_deployment_approve(migration_id: int) -> None:
@@ -84,6 +88,7 @@ def fault_people(deployment_session) -> None:
 
 # -- the private PostgreSQL ---------------------------------------------------------------------
 
+
 def pg_ctl(action: str, *options: str) -> None:
     """pg_ctl on the cluster of `make postgres`, as the postgres user (it refuses root).
     The server binary and its options come from postmaster.opts, i.e. what the Makefile used."""
@@ -91,8 +96,18 @@ def pg_ctl(action: str, *options: str) -> None:
     if not opts_file.exists():
         pytest.fail(f"{opts_file} is missing: is the private PostgreSQL of `make postgres` running?")
     server = Path(shlex.split(opts_file.read_text())[0])
-    command = [str(server.parent / "pg_ctl"), "-D", str(PG_DIR / "data"), "-l", str(PG_DIR / "postgres.log"),
-               "-w", "-t", "60", *options, action]
+    command = [
+        str(server.parent / "pg_ctl"),
+        "-D",
+        str(PG_DIR / "data"),
+        "-l",
+        str(PG_DIR / "postgres.log"),
+        "-w",
+        "-t",
+        "60",
+        *options,
+        action,
+    ]
     if os.geteuid() == 0:
         command = ["runuser", "-u", "postgres", "--", *command]
     done = subprocess.run(command, capture_output=True, text=True, timeout=90)
@@ -146,6 +161,7 @@ OUTAGES = pytest.mark.parametrize("outage", ["restart", "down_two_leases"])
 
 # -- the test -----------------------------------------------------------------------------------
 
+
 @pytest.mark.lab
 @OUTAGES
 def test_postgresql_restarted_while_copying(deployment, fault_people, lab_domains, outage):
@@ -153,8 +169,9 @@ def test_postgresql_restarted_while_copying(deployment, fault_people, lab_domain
     vm = lab_domains.images(f"pg-{outage[:4]}", [("vda", "qcow2", 64 * MiB, "write -P 0x5a 0 32M")])
     copy = str(vm.backups / "copy.qcow2")
     # 1 MiB/s keeps 32 MiB copying for half a minute: the outage falls in the middle of it.
-    migration_id = deployment.call(on_deployment_request, domain_uuid=vm.uuid, destination=copy,
-                                   allowed_root=str(vm.backups), bandwidth_mib=1)
+    migration_id = deployment.call(
+        on_deployment_request, domain_uuid=vm.uuid, destination=copy, allowed_root=str(vm.backups), bandwidth_mib=1
+    )
     wait_for_state(migration_id, {"copying"}, timeout=30, on=deployment, why=lambda: logs(deployment))
     time.sleep(1.5)  # a heartbeat and a progress write or two before the fault
 

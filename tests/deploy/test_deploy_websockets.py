@@ -45,6 +45,7 @@ FLOOD = 300
 
 # -- run inside the deployment ------------------------------------------------------------------
 
+
 def on_deployment_create_ws_people() -> None:
     from django.contrib.auth.models import Group, User
 
@@ -63,10 +64,13 @@ def on_deployment_remove_roles(username: str) -> None:
 
 # -- fixtures -----------------------------------------------------------------------------------
 
+
 def start_daphne(deployment: Deployment, name: str) -> Daphne:
     process = Process(
-        name, [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", "0", "blockmig.asgi:application"],
-        {**deployment.env, **WS_ENV}, deployment.log_dir / f"{name}.log",
+        name,
+        [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", "0", "blockmig.asgi:application"],
+        {**deployment.env, **WS_ENV},
+        deployment.log_dir / f"{name}.log",
     ).start()
     daphne = Daphne(process)
     wait_for_daphne(daphne)
@@ -105,20 +109,22 @@ def close_code(socket: LiveSocket, timeout: float) -> tuple[int | None, float]:
 
 # -- origin: scheme, host and port ----------------------------------------------------------------
 
+
 def test_page_on_another_port_cannot_open_a_users_socket(deployment, daphnes, ws_people):
     target, other = daphnes
     cookie = login(target, "ws-origin")
     host = target.url.removeprefix("http://").rsplit(":", 1)[0]
     foreign = [
-        other.url,                           # another service on this host: a real one
+        other.url,  # another service on this host: a real one
         f"http://{host}:{target.port + 1}",
-        f"https://{host}:{target.port}",     # same host and port, other scheme
-        "http://localhost:%d" % target.port,
+        f"https://{host}:{target.port}",  # same host and port, other scheme
+        f"http://localhost:{target.port}",
     ]
     for origin in foreign:
         with pytest.raises(InvalidStatus) as refused:
-            connect(target.ws_url("/ws/dashboard/"), origin=origin, additional_headers={"Cookie": cookie},
-                    proxy=None, open_timeout=10)
+            connect(
+                target.ws_url("/ws/dashboard/"), origin=origin, additional_headers={"Cookie": cookie}, proxy=None, open_timeout=10
+            )
         assert refused.value.response.status_code == 403, origin
     with LiveSocket(target, "/ws/dashboard/", cookie) as same_origin:  # Origin = the daphne's own
         assert 'id="dashboard-migrations"' in same_origin.wait_for(lambda f: f.startswith("<!-- live dashboard"))
@@ -126,14 +132,21 @@ def test_page_on_another_port_cannot_open_a_users_socket(deployment, daphnes, ws
 
 # -- paths and ids that match nothing -------------------------------------------------------------
 
+
 def test_unmatched_paths_and_bad_ids_close_cleanly(deployment, daphnes, ws_people):
     daphne = daphnes[0]
     cookie = login(daphne, "ws-viewer")
     since = len(daphne.process.log())
-    for path in ("/ws/nothing/", "/ws/migrations/abc/", "/ws/migrations/99999999999999999999999999/",
-                 "/ws/hosts/no%00such/", "/ws/migrations/1"):
-        with connect(daphne.ws_url(path), origin=daphne.url, additional_headers={"Cookie": cookie},
-                     proxy=None, open_timeout=10) as ws:
+    for path in (
+        "/ws/nothing/",
+        "/ws/migrations/abc/",
+        "/ws/migrations/99999999999999999999999999/",
+        "/ws/hosts/no%00such/",
+        "/ws/migrations/1",
+    ):
+        with connect(
+            daphne.ws_url(path), origin=daphne.url, additional_headers={"Cookie": cookie}, proxy=None, open_timeout=10
+        ) as ws:
             with pytest.raises(ConnectionClosed) as closed:
                 ws.recv(timeout=10)
             assert closed.value.rcvd.code == 4404, path
@@ -145,14 +158,20 @@ def test_unmatched_paths_and_bad_ids_close_cleanly(deployment, daphnes, ws_peopl
     deployment.call(on_deployment_publish_inventory_change, name="ws-badquery-host")  # a host that exists
     for query in ("disk=%C2%B2", "disk=999999999999999999999999", "domain=%00", "q=a%00b"):
         with pytest.raises(InvalidStatus) as refused:  # int("²") and NUL on PostgreSQL raised before
-            connect(daphne.ws_url(f"/ws/hosts/ws-badquery-host/?{query}"), origin=daphne.url,
-                    additional_headers={"Cookie": cookie}, proxy=None, open_timeout=10)
+            connect(
+                daphne.ws_url(f"/ws/hosts/ws-badquery-host/?{query}"),
+                origin=daphne.url,
+                additional_headers={"Cookie": cookie},
+                proxy=None,
+                open_timeout=10,
+            )
         assert refused.value.response.status_code == 403, query
     time.sleep(0.5)  # let daphne write whatever it would log
     assert_clean_log(daphne, since)
 
 
 # -- sockets follow the session and the roles -----------------------------------------------------
+
 
 def http_logout(daphne: Daphne, cookie: str) -> None:
     """Press "Log out" as the browser does: the form on every page, POSTed with its token."""
@@ -197,11 +216,13 @@ def test_removed_role_gets_no_more_frames_and_4403(deployment, daphnes, ws_peopl
 
 # -- handshake floods -------------------------------------------------------------------------------
 
+
 async def handshake(daphne: Daphne, cookie: str, path: str = "/ws/dashboard/", open_timeout: float = 60):
     """An open connection, or the HTTP status that refused it."""
     try:
-        return await connect_async(daphne.ws_url(path), origin=daphne.url, additional_headers={"Cookie": cookie},
-                                   proxy=None, open_timeout=open_timeout)
+        return await connect_async(
+            daphne.ws_url(path), origin=daphne.url, additional_headers={"Cookie": cookie}, proxy=None, open_timeout=open_timeout
+        )
     except InvalidStatus as refused:
         return refused.response.status_code
 

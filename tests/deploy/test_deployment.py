@@ -29,6 +29,7 @@ TAKEOVER_SECONDS = 30  # what issue 3 allows between a worker's death and the ta
 
 # -- run inside the deployment ------------------------------------------------------------------
 
+
 def on_deployment_create_people() -> None:
     make_people([("operator", "operator"), ("approver", "approver"), ("viewer", "viewer")], password=PASSWORD)
 
@@ -46,8 +47,9 @@ def on_deployment_publish_inventory_change(name: str) -> dict:
     return {"id": hypervisor.pk, "seq": publish.current_seq(f"hypervisor:{hypervisor.pk}")}
 
 
-def on_deployment_request_migration(domain_uuid: str, destination: str, allowed_root: str, bandwidth_mib: int,
-                                    extra_wakeups: int = 0) -> int:
+def on_deployment_request_migration(
+    domain_uuid: str, destination: str, allowed_root: str, bandwidth_mib: int, extra_wakeups: int = 0
+) -> int:
     from django.contrib.auth.models import User
 
     from blockmig.lifecycle import DiskRequest, migration_request
@@ -56,8 +58,11 @@ def on_deployment_request_migration(domain_uuid: str, destination: str, allowed_
 
     hypervisor = Hypervisor.objects.create(name=f"lab-{domain_uuid[:8]}", uri="qemu:///system", allowed_roots=[allowed_root])
     migration = migration_request(
-        user=User.objects.get(username="operator"), hypervisor=hypervisor, domain_uuid=domain_uuid,
-        disks=[DiskRequest("vda", destination)], bandwidth_mib=bandwidth_mib,
+        user=User.objects.get(username="operator"),
+        hypervisor=hypervisor,
+        domain_uuid=domain_uuid,
+        disks=[DiskRequest("vda", destination)],
+        bandwidth_mib=bandwidth_mib,
     )
     for _ in range(extra_wakeups):  # both workers race to claim it: one must drive it, once
         wake_workers(migration.pk)
@@ -79,11 +84,13 @@ def on_deployment_set_bandwidth(migration_id: int, bandwidth_mib: int) -> None:
     from blockmig.lifecycle import migration_set_bandwidth
     from blockmig.models import Migration
 
-    migration_set_bandwidth(migration=Migration.objects.get(pk=migration_id),
-                            user=User.objects.get(username="operator"), bandwidth_mib=bandwidth_mib)
+    migration_set_bandwidth(
+        migration=Migration.objects.get(pk=migration_id), user=User.objects.get(username="operator"), bandwidth_mib=bandwidth_mib
+    )
 
 
 # -- a browser's view ---------------------------------------------------------------------------
+
 
 def opener(jar: CookieJar | None = None):
     return build_opener(ProxyHandler({}), HTTPCookieProcessor(jar if jar is not None else CookieJar()))
@@ -106,10 +113,15 @@ class LiveSocket:
 
     def __init__(self, daphne, path: str, cookie: str | None):
         self.stack = ExitStack()
-        self.ws = self.stack.enter_context(connect(
-            daphne.ws_url(path), origin=daphne.url, additional_headers={"Cookie": cookie} if cookie else {},
-            proxy=None, open_timeout=10,
-        ))
+        self.ws = self.stack.enter_context(
+            connect(
+                daphne.ws_url(path),
+                origin=daphne.url,
+                additional_headers={"Cookie": cookie} if cookie else {},
+                proxy=None,
+                open_timeout=10,
+            )
+        )
         self.frames: list[str] = []
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
@@ -154,6 +166,7 @@ def people(deployment_session) -> None:
 
 
 # -- web tier -----------------------------------------------------------------------------------
+
 
 def test_both_daphnes_serve_the_login_page(deployment):
     for daphne in deployment.daphnes:
@@ -206,6 +219,7 @@ def test_change_published_by_another_process_reaches_sockets_on_both_daphnes(dep
 
 # -- the engine on PostgreSQL with two workers ----------------------------------------------
 
+
 def lease_pid(row: dict) -> int:
     """Worker ids are `host:pid:random` (blockmig.leases.new_worker_id)."""
     return int(row["lease_owner"].split(":")[1])
@@ -222,8 +236,12 @@ def test_two_workers_drive_a_migration_exactly_once(deployment, people, lab_doma
     vm = lab_domains.images("once", [("vda", "qcow2", 64 * MiB, "write -P 0x5a 0 8M")])
     copy = str(vm.backups / "copy.qcow2")
     migration_id = deployment.call(
-        on_deployment_request_migration, domain_uuid=vm.uuid, destination=copy,
-        allowed_root=str(vm.backups), bandwidth_mib=0, extra_wakeups=2,
+        on_deployment_request_migration,
+        domain_uuid=vm.uuid,
+        destination=copy,
+        allowed_root=str(vm.backups),
+        bandwidth_mib=0,
+        extra_wakeups=2,
     )
     row = wait_for_state(migration_id, {"ready", "failed"}, on=deployment)
     assert row["state"] == "ready", row["failure_reason"]
@@ -246,8 +264,11 @@ def test_kill9_of_the_copying_worker_the_other_takes_over(deployment, people, la
     copy = str(vm.backups / "copy.qcow2")
     # 1 MiB/s keeps 32 MiB copying for half a minute: long enough to kill the worker mid-copy.
     migration_id = deployment.call(
-        on_deployment_request_migration, domain_uuid=vm.uuid, destination=copy,
-        allowed_root=str(vm.backups), bandwidth_mib=1,
+        on_deployment_request_migration,
+        domain_uuid=vm.uuid,
+        destination=copy,
+        allowed_root=str(vm.backups),
+        bandwidth_mib=1,
     )
     # The approver watches the migration page on the daphne the login did not go through.
     cookie = login(deployment.daphnes[0], "approver")

@@ -42,6 +42,7 @@ def run(*args) -> str:
 
 # -- domains --------------------------------------------------------------------------------
 
+
 @dataclass
 class Disk:
     target: str
@@ -65,10 +66,7 @@ class TestDomain:
 
     def sources(self, inactive: bool = False) -> dict[str, str]:
         root = ET.fromstring(self.inactive_xml() if inactive else self.live_xml())
-        return {
-            d.find("target").get("dev"): d.find("source").get("file")
-            for d in root.findall("./devices/disk")
-        }
+        return {d.find("target").get("dev"): d.find("source").get("file") for d in root.findall("./devices/disk")}
 
     def is_persistent(self) -> bool:
         return "yes" in virsh("dominfo", self.name).stdout.split("Persistent:")[1].split("\n")[0]
@@ -187,6 +185,7 @@ def domains(lab):
 
 # -- worker process -------------------------------------------------------------------------
 
+
 class WorkerProcess:
     def __init__(self, log_dir: Path, extra_env: dict | None = None):
         self.log_dir = log_dir
@@ -196,13 +195,23 @@ class WorkerProcess:
 
     def start(self) -> WorkerProcess:
         db = connection.settings_dict["NAME"]
-        env = {**os.environ, **WORKER_ENV, **self.extra_env, "DATABASE_URL": f"sqlite:///{db}", "DJANGO_DEBUG": "0",
-               "DJANGO_SECRET_KEY": settings.SECRET_KEY}
+        env = {
+            **os.environ,
+            **WORKER_ENV,
+            **self.extra_env,
+            "DATABASE_URL": f"sqlite:///{db}",
+            "DJANGO_DEBUG": "0",
+            "DJANGO_SECRET_KEY": settings.SECRET_KEY,
+        }
         self.count += 1
         self.log_path = self.log_dir / f"worker-{os.getpid()}-{self.count}.log"
         log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
-            [sys.executable, "manage.py", "run_worker", "-v", "1"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+            [sys.executable, "manage.py", "run_worker", "-v", "1"],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         return self
 
@@ -231,11 +240,18 @@ def worker(transactional_db):
 
 # -- people, host -----------------------------------------------------------------------------
 
+
 @pytest.fixture
 def people(transactional_db) -> dict[str, User]:
     """username → user holding its role (the admin is also a superuser)."""
-    roles = (("operator", "operator"), ("operator2", "operator"), ("approver", "approver"),
-             ("approver2", "approver"), ("viewer", "viewer"), ("admin", "admin"))
+    roles = (
+        ("operator", "operator"),
+        ("operator2", "operator"),
+        ("approver", "approver"),
+        ("approver2", "approver"),
+        ("viewer", "viewer"),
+        ("admin", "admin"),
+    )
     return {name: make_user(name, role, is_superuser=name == "admin") for name, role in roles}
 
 

@@ -22,6 +22,7 @@ TERMINAL = {"completed", "failed", "aborted"}
 
 # -- waiting ----------------------------------------------------------------------------------
 
+
 def wait_for_progress(migration: Migration, timeout: float = 30.0) -> None:
     def moved():
         migration.refresh_from_db()
@@ -37,8 +38,9 @@ def events(migration: Migration, event_type: str | None = None) -> list[AuditEve
     return list(found.order_by("created_at", "id"))
 
 
-def wait_for_event(migration: Migration, event_type: str, where: Callable[[AuditEvent], bool] = lambda e: True,
-                   timeout: float = 60.0) -> AuditEvent:
+def wait_for_event(
+    migration: Migration, event_type: str, where: Callable[[AuditEvent], bool] = lambda e: True, timeout: float = 60.0
+) -> AuditEvent:
     def found():
         event = next((e for e in events(migration, event_type) if where(e)), None)
         if event is None:
@@ -46,17 +48,20 @@ def wait_for_event(migration: Migration, event_type: str, where: Callable[[Audit
             if migration.state in TERMINAL:  # it will not come any more: say so at once
                 event = next((e for e in events(migration, event_type) if where(e)), None)
                 if event is None:
-                    raise AssertionError(f"migration #{migration.pk} ended {migration.state} "
-                                         f"({migration.failure_reason!r}) without an audit event {event_type!r}; "
-                                         f"audit: {audit_trail(migration)}")
+                    raise AssertionError(
+                        f"migration #{migration.pk} ended {migration.state} "
+                        f"({migration.failure_reason!r}) without an audit event {event_type!r}; "
+                        f"audit: {audit_trail(migration)}"
+                    )
         return event
 
     try:
         return wait_until(found, f"audit event {event_type!r} of migration #{migration.pk}", timeout)
     except AssertionError as error:
         migration.refresh_from_db()
-        raise AssertionError(f"{error}; migration is {migration.state} ({migration.failure_reason!r}); "
-                             f"audit: {audit_trail(migration)}") from None
+        raise AssertionError(
+            f"{error}; migration is {migration.state} ({migration.failure_reason!r}); audit: {audit_trail(migration)}"
+        ) from None
 
 
 def wait_for_end(migration: Migration, timeout: float = 90.0) -> Migration:
@@ -72,6 +77,7 @@ def log_contains(path: Path, text: str) -> bool:
 
 
 # -- worker ids -------------------------------------------------------------------------------
+
 
 def worker_pid(worker_id: str) -> int | None:
     """The pid inside a worker id "<hostname>:<pid>:<random8>"."""
@@ -95,6 +101,7 @@ def driver_of(migration: Migration) -> str:
 
 
 # -- what QEMU holds --------------------------------------------------------------------------
+
 
 def qemu_pid(name: str) -> int | None:
     try:
@@ -141,7 +148,9 @@ def assert_qemu_holds_the_file_on_disk(vm: TestDomain, path: str, watched_dirs: 
 
 def read_pattern_ok(path: str, byte: int, length: int, fmt: str = "qcow2") -> None:
     done = subprocess.run(
-        ["qemu-io", "-U", "-r", "-f", fmt, "-c", f"read -P {byte:#x} 0 {length}", path], capture_output=True, text=True,
+        ["qemu-io", "-U", "-r", "-f", fmt, "-c", f"read -P {byte:#x} 0 {length}", path],
+        capture_output=True,
+        text=True,
     )
     assert done.returncode == 0 and "Pattern verification failed" not in done.stdout, (
         f"{path} does not hold the guest's data ({byte:#x} × {length}): {done.stdout.strip()} {done.stderr.strip()}"
@@ -149,6 +158,7 @@ def read_pattern_ok(path: str, byte: int, length: int, fmt: str = "qcow2") -> No
 
 
 # -- the audit story ----------------------------------------------------------------------------
+
 
 def assert_subsequence(story: list[str], trail: list[str]) -> None:
     position = 0
@@ -181,6 +191,7 @@ def assert_fenced_trail(migration: Migration) -> None:
 
 
 # -- the end of every fault test ----------------------------------------------------------------
+
 
 def assert_clean_outcome(
     vm: TestDomain,

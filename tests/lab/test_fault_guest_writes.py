@@ -116,20 +116,26 @@ class SerialWatch:
             if until(point):
                 return point
             if point.state in ("failed", "aborted"):
-                raise AssertionError(f"migration #{migration.pk} {point.state} ({migration.failure_reason!r}) "
-                                     f"while waiting for {what}; audit: {audit_trail(migration)}")
+                raise AssertionError(
+                    f"migration #{migration.pk} {point.state} ({migration.failure_reason!r}) "
+                    f"while waiting for {what}; audit: {audit_trail(migration)}"
+                )
             if time.monotonic() > deadline:
                 tail = "\n".join(self.text(max(0, self.size() - 600)).splitlines()[-8:])
-                raise AssertionError(f"no {what} within {timeout:.0f} s (migration {point.state}); "
-                                     f"audit: {audit_trail(migration)}; serial tail:\n{tail}")
+                raise AssertionError(
+                    f"no {what} within {timeout:.0f} s (migration {point.state}); "
+                    f"audit: {audit_trail(migration)}; serial tail:\n{tail}"
+                )
             time.sleep(0.05)
 
     def wait_acks(self, migration: Migration, after: int, count: int, what: str, state: str | None = None) -> Sample:
         """Wait for `count` ACK lines printed after log offset `after` (while in `state`)."""
+
         def enough(point: Sample) -> bool:
             if state is not None and point.state != state:
                 raise AssertionError(f"migration left {state} ({point.state}) before {count} ACKs {what}")
             return len(self.acks(after)) >= count
+
         return self.wait(migration, enough, f"{count} ACKs {what}")
 
     def offset_at(self, moment) -> int:
@@ -143,7 +149,7 @@ class SerialWatch:
 
 
 def block(data: bytes, n: int) -> bytes:
-    return data[n * ACK_BLOCK:(n + 1) * ACK_BLOCK]
+    return data[n * ACK_BLOCK : (n + 1) * ACK_BLOCK]
 
 
 def as_raw(path: Path, fmt: str, scratch: Path) -> bytes:
@@ -176,8 +182,12 @@ def test_every_acknowledged_write_is_on_the_destination(lab, domains, people, wo
     host = make_hypervisor([vm.backups])
     # 1 MiB/s holds the 16 MiB prefill in `copying` until the guest has written through it.
     migration = migration_request(
-        user=people["operator"], hypervisor=host, domain_uuid=vm.uuid,
-        disks=[DiskRequest("vdb", str(destination))], synchronous_writes=synchronous_writes, bandwidth_mib=1,
+        user=people["operator"],
+        hypervisor=host,
+        domain_uuid=vm.uuid,
+        disks=[DiskRequest("vdb", str(destination))],
+        synchronous_writes=synchronous_writes,
+        bandwidth_mib=1,
     )
     requested_at = watch.size()
     copying = watch.wait(migration, lambda p: p.state == "copying", "copying")
@@ -219,11 +229,13 @@ def test_every_acknowledged_write_is_on_the_destination(lab, domains, people, wo
 
     dest_data = as_raw(destination, "qcow2", vm.directory)
     lost = [n for n in range(last + 1) if block(dest_data, n) != ack_record(n)]
-    assert not lost, (f"{len(lost)} of {last + 1} acknowledged records are not on the destination "
-                      f"(first: {lost[:10]}; block {lost[0]} holds {block(dest_data, lost[0])[:32]!r})")
+    assert not lost, (
+        f"{len(lost)} of {last + 1} acknowledged records are not on the destination "
+        f"(first: {lost[:10]}; block {lost[0]} holds {block(dest_data, lost[0])[:32]!r})"
+    )
     # The prefill beyond the records came along too.
     start = max(40 * MiB, (last + 1) * ACK_BLOCK)
-    assert dest_data[start:56 * MiB] == b"\x5c" * (56 * MiB - start)
+    assert dest_data[start : 56 * MiB] == b"\x5c" * (56 * MiB - start)
 
     # The source stopped at the pivot: the records acknowledged after it exist only on the
     # destination, so checking the wrong file would have failed above.
@@ -242,6 +254,8 @@ def test_every_acknowledged_write_is_on_the_destination(lab, domains, people, wo
         "approved..completed": len(watch.acks(approved, after_pivot)),
         "after completed": len(post_pivot),
     }
-    print(f"\n[ackwrite synchronous_writes={synchronous_writes}] {last + 1} acknowledged records verified on the "
-          f"destination, {len(post_pivot)} acknowledged after the pivot completed; per phase: {counts}; "
-          f"case took {time.monotonic() - started:.1f} s")
+    print(
+        f"\n[ackwrite synchronous_writes={synchronous_writes}] {last + 1} acknowledged records verified on the "
+        f"destination, {len(post_pivot)} acknowledged after the pivot completed; per phase: {counts}; "
+        f"case took {time.monotonic() - started:.1f} s"
+    )

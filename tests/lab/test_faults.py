@@ -58,8 +58,9 @@ def vm_with_data(domains, label: str, written_mib: int = 32):
 
 def request(vm, people, destination: str, *, roots=None, **kwargs):
     host = make_hypervisor(roots or [vm.backups])
-    return migration_request(user=people["operator"], hypervisor=host, domain_uuid=vm.uuid,
-                             disks=[DiskRequest("vda", destination)], **kwargs)
+    return migration_request(
+        user=people["operator"], hypervisor=host, domain_uuid=vm.uuid, disks=[DiskRequest("vda", destination)], **kwargs
+    )
 
 
 def copying(vm, people, destination: str, **kwargs):
@@ -96,6 +97,7 @@ def copying_events(migration) -> int:
 
 # -- the destination changes under the copy ------------------------------------------------------
 
+
 def test_destination_deleted_after_ready_refuses_pivot_and_keeps_guest_on_source(domains, people, worker):
     vm = domains.seed()
     source = str(vm.disks[0].path)
@@ -125,12 +127,18 @@ def test_destination_replaced_after_ready_refuses_pivot_and_leaves_the_other_fil
     info = copy.stat()
     migration_approve(migration=migration, user=people["approver"])
     migration = expect_failure(migration)
-    assert_clean_outcome(vm, migration, on={"vda": source}, story=[*COPYING_STORY, "ready", "approved", "failed"],
-                         kept={str(copy): (info.st_dev, info.st_ino)})
+    assert_clean_outcome(
+        vm,
+        migration,
+        on={"vda": source},
+        story=[*COPYING_STORY, "ready", "approved", "failed"],
+        kept={str(copy): (info.st_dev, info.st_ino)},
+    )
     assert_reason_says(migration, "was deleted or replaced")
 
 
 # -- the block job or the domain ends behind blockmig's back --------------------------------------
+
 
 @STRATEGIES
 def test_blockjob_aborted_outside_blockmig_fails_naming_it_and_removes_partial_copy(domains, people, worker, force_undefine):
@@ -176,6 +184,7 @@ def test_domain_destroyed_and_undefined_mid_copy_fails_removes_partial_copy_and_
 
 # -- the destination filesystem fills up ---------------------------------------------------------
 
+
 @pytest.fixture
 def small_fs():
     """An 8 MiB tmpfs, used as the host's allowed root: a copy of 32 MiB cannot fit."""
@@ -202,6 +211,7 @@ def test_destination_filesystem_full_fails_quoting_enospc_and_removes_partial_co
 
 # -- libvirtd restarts ---------------------------------------------------------------------------
 
+
 def restart_libvirtd(down_seconds: float = 3.0) -> None:
     """Stop libvirtd (QEMU keeps running), leave it down long enough for the worker to notice,
     start it again. Always leaves libvirtd running."""
@@ -227,8 +237,13 @@ def test_libvirtd_restarted_while_copying_keeps_copying_and_completes_on_destina
     migration = finish(migration, people)
     assert migration.state == "completed", migration.failure_reason
     assert copying_events(migration) == 1
-    assert_clean_outcome(vm, migration, on={"vda": copy}, pattern=(PATTERN, 96 * MiB),
-                         story=[*COPYING_STORY, "libvirt_reconnected", "ready", "approved", "completed"])
+    assert_clean_outcome(
+        vm,
+        migration,
+        on={"vda": copy},
+        pattern=(PATTERN, 96 * MiB),
+        story=[*COPYING_STORY, "libvirt_reconnected", "ready", "approved", "completed"],
+    )
 
 
 def test_libvirtd_restarted_while_awaiting_approval_stays_ready_and_pivots_on_approval(domains, people, worker):
@@ -245,8 +260,13 @@ def test_libvirtd_restarted_while_awaiting_approval_stays_ready_and_pivots_on_ap
     migration = wait_for_end(migration)
     assert migration.state == "completed", migration.failure_reason
     assert copying_events(migration) == 1
-    assert_clean_outcome(vm, migration, on={"vda": copy}, pattern=(PATTERN, 32 * MiB),
-                         story=[*COPYING_STORY, "ready", "libvirt_reconnected", "approved", "completed"])
+    assert_clean_outcome(
+        vm,
+        migration,
+        on={"vda": copy},
+        pattern=(PATTERN, 32 * MiB),
+        story=[*COPYING_STORY, "ready", "libvirt_reconnected", "approved", "completed"],
+    )
 
 
 # -- the database is unavailable -----------------------------------------------------------------
@@ -294,6 +314,7 @@ def test_database_locked_45s_while_copying_keeps_worker_copy_and_migration_alive
 
 # -- workers stopped and killed ------------------------------------------------------------------
 
+
 def test_sigstopped_worker_loses_its_lease_and_never_acts_after_the_takeover(domains, people, worker):
     vm = vm_with_data(domains, "sigstop", written_mib=64)
     copy = str(vm.backups / "copy.qcow2")
@@ -306,8 +327,9 @@ def test_sigstopped_worker_loses_its_lease_and_never_acts_after_the_takeover(dom
     os.kill(worker.proc.pid, signal.SIGSTOP)
     try:
         second.start()
-        takeover = wait_for_event(migration, "takeover", lambda e: worker_pid(e.details.get("worker")) == second.proc.pid,
-                                  timeout=TAKEOVER)
+        takeover = wait_for_event(
+            migration, "takeover", lambda e: worker_pid(e.details.get("worker")) == second.proc.pid, timeout=TAKEOVER
+        )
         assert takeover.details.get("previous_worker") == first, takeover.details
         migration.refresh_from_db()
         assert migration.state == "copying", f"{migration.state}: {migration.failure_reason!r}"
@@ -322,8 +344,13 @@ def test_sigstopped_worker_loses_its_lease_and_never_acts_after_the_takeover(dom
         assert worker.proc.poll() is None, "a lost lease must not end the worker process"
         assert second.proc.poll() is None
         assert copying_events(migration) == 1
-        assert_clean_outcome(vm, migration, on={"vda": copy}, pattern=(PATTERN, 64 * MiB),
-                             story=[*COPYING_STORY, "takeover", "ready", "approved", "completed"])
+        assert_clean_outcome(
+            vm,
+            migration,
+            on={"vda": copy},
+            pattern=(PATTERN, 64 * MiB),
+            story=[*COPYING_STORY, "takeover", "ready", "approved", "completed"],
+        )
     finally:
         os.kill(worker.proc.pid, signal.SIGCONT)
         second.stop()

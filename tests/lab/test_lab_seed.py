@@ -17,9 +17,7 @@ GiB = 1024**3
 
 def data_bytes_in_layer(path) -> int:
     """Bytes of data the image itself holds (not its backing files)."""
-    out = subprocess.run(
-        ["qemu-img", "map", "-U", "--output=json", str(path)], capture_output=True, text=True, check=True
-    ).stdout
+    out = subprocess.run(["qemu-img", "map", "-U", "--output=json", str(path)], capture_output=True, text=True, check=True).stdout
     return sum(entry["length"] for entry in json.loads(out) if entry["data"] and entry["depth"] == 0)
 
 

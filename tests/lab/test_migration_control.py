@@ -23,8 +23,9 @@ MiB = 2**20
 
 
 def ready_migration(vm, user, host, **kwargs):
-    migration = migration_request(user=user, hypervisor=host, domain_uuid=vm.uuid,
-                                  disks=[DiskRequest("vda", str(vm.backups / "copy.qcow2"))], **kwargs)
+    migration = migration_request(
+        user=user, hypervisor=host, domain_uuid=vm.uuid, disks=[DiskRequest("vda", str(vm.backups / "copy.qcow2"))], **kwargs
+    )
     return wait_for_state(migration, "ready")
 
 
@@ -63,8 +64,9 @@ def test_auto_pivot_policy_pivots_without_approval_and_is_audited(domains, peopl
     with pytest.raises(Refused):
         hypervisor_set_auto_pivot(hypervisor=host, user=people["operator"], enabled=True)
     hypervisor_set_auto_pivot(hypervisor=host, user=people["admin"], enabled=True)
-    migration = migration_request(user=people["operator"], hypervisor=host, domain_uuid=vm.uuid,
-                                  disks=[DiskRequest("vda", str(vm.backups / "copy.qcow2"))])
+    migration = migration_request(
+        user=people["operator"], hypervisor=host, domain_uuid=vm.uuid, disks=[DiskRequest("vda", str(vm.backups / "copy.qcow2"))]
+    )
     migration = wait_for_state(migration, ["completed", "failed"])
     assert migration.state == "completed", migration.failure_reason
     assert migration.approved_by is None
@@ -78,8 +80,13 @@ def test_auto_pivot_policy_pivots_without_approval_and_is_audited(domains, peopl
 def test_pivot_refused_before_ready(domains, people, worker):
     vm = domains.images("slow", [("vda", "qcow2", 64 * MiB, "write -P 0x5a 0 32M")])
     host = make_hypervisor([vm.backups])
-    migration = migration_request(user=people["operator"], hypervisor=host, domain_uuid=vm.uuid,
-                                  disks=[DiskRequest("vda", str(vm.backups / "copy.qcow2"))], bandwidth_mib=1)
+    migration = migration_request(
+        user=people["operator"],
+        hypervisor=host,
+        domain_uuid=vm.uuid,
+        disks=[DiskRequest("vda", str(vm.backups / "copy.qcow2"))],
+        bandwidth_mib=1,
+    )
     wait_for_state(migration, "copying")
     with pytest.raises(Refused, match="once every disk's mirror is ready"):
         migration_approve(migration=migration, user=people["approver"])
@@ -92,8 +99,9 @@ def test_abort_by_operator_restores_pre_migration_state(domains, people, worker)
     source = str(vm.disks[0].path)
     copy = vm.backups / "copy.qcow2"
     host = make_hypervisor([vm.backups])
-    migration = migration_request(user=people["operator"], hypervisor=host, domain_uuid=vm.uuid,
-                                  disks=[DiskRequest("vda", str(copy))], bandwidth_mib=1)
+    migration = migration_request(
+        user=people["operator"], hypervisor=host, domain_uuid=vm.uuid, disks=[DiskRequest("vda", str(copy))], bandwidth_mib=1
+    )
     wait_for_state(migration, "copying")
     assert copy.exists()
     migration_abort(migration=migration, user=people["operator"])
@@ -112,8 +120,13 @@ def test_abort_by_operator_restores_pre_migration_state(domains, people, worker)
 def test_bandwidth_change_while_copying_reaches_libvirt(domains, people, worker):
     vm = domains.images("speed", [("vda", "qcow2", 64 * MiB, "write -P 0x5a 0 32M")])
     host = make_hypervisor([vm.backups])
-    migration = migration_request(user=people["operator"], hypervisor=host, domain_uuid=vm.uuid,
-                                  disks=[DiskRequest("vda", str(vm.backups / "copy.qcow2"))], bandwidth_mib=1)
+    migration = migration_request(
+        user=people["operator"],
+        hypervisor=host,
+        domain_uuid=vm.uuid,
+        disks=[DiskRequest("vda", str(vm.backups / "copy.qcow2"))],
+        bandwidth_mib=1,
+    )
     wait_for_state(migration, "copying")
     migration_set_bandwidth(migration=migration, user=people["operator"], bandwidth_mib=3)
     # Recorded by the request, applied by the worker that drives the migration.

@@ -35,8 +35,13 @@ def tiny_fs(domains):
 def test_success_leaves_domain_defined_on_copy(domains, people, worker, force_undefine):
     vm = domains.seed()
     copy = str(vm.backups / "copy.qcow2")
-    migration = migration_request(user=people["operator"], hypervisor=make_hypervisor([vm.backups]), domain_uuid=vm.uuid,
-                                  disks=[DiskRequest("vda", copy)], force_undefine=force_undefine)
+    migration = migration_request(
+        user=people["operator"],
+        hypervisor=make_hypervisor([vm.backups]),
+        domain_uuid=vm.uuid,
+        disks=[DiskRequest("vda", copy)],
+        force_undefine=force_undefine,
+    )
     migration = wait_for_state(migration, "ready")
     assert migration.definition_strategy == ("undefine" if force_undefine else "transient_job")
     assert migration.saved_definition
@@ -51,8 +56,13 @@ def test_success_leaves_domain_defined_on_copy(domains, people, worker, force_un
 def test_abort_leaves_domain_defined_on_source(domains, people, worker, force_undefine):
     vm = domains.seed()
     source = str(vm.disks[0].path)
-    migration = migration_request(user=people["operator"], hypervisor=make_hypervisor([vm.backups]), domain_uuid=vm.uuid,
-                                  disks=[DiskRequest("vda", str(vm.backups / "copy.qcow2"))], force_undefine=force_undefine)
+    migration = migration_request(
+        user=people["operator"],
+        hypervisor=make_hypervisor([vm.backups]),
+        domain_uuid=vm.uuid,
+        disks=[DiskRequest("vda", str(vm.backups / "copy.qcow2"))],
+        force_undefine=force_undefine,
+    )
     wait_for_state(migration, "ready")
     migration_abort(migration=migration, user=people["operator"])
     assert wait_for_state(migration, ["aborted", "failed"]).state == "aborted"
@@ -64,9 +74,15 @@ def test_failure_leaves_domain_defined_on_source(domains, people, worker, tiny_f
     vm = domains.images("enospc", [("vda", "raw", 32 * MiB, "write -P 0x77 0 24M")])
     source = str(vm.disks[0].path)
     destination = tiny_fs(vm) / "copy.raw"
-    migration = migration_request(user=people["operator"], hypervisor=make_hypervisor([vm.backups]), domain_uuid=vm.uuid,
-                                  disks=[DiskRequest("vda", str(destination))], mode="full", dest_format="raw",
-                                  force_undefine=force_undefine)
+    migration = migration_request(
+        user=people["operator"],
+        hypervisor=make_hypervisor([vm.backups]),
+        domain_uuid=vm.uuid,
+        disks=[DiskRequest("vda", str(destination))],
+        mode="full",
+        dest_format="raw",
+        force_undefine=force_undefine,
+    )
     migration = wait_for_state(migration, ["failed", "ready", "completed"])
     assert migration.state == "failed"
     assert "vda" in migration.failure_reason
@@ -75,10 +91,17 @@ def test_failure_leaves_domain_defined_on_source(domains, people, worker, tiny_f
 
 
 def test_two_disks_pivot_together(domains, people, worker):
-    vm = domains.images("twodisk", [("vda", "qcow2", 64 * MiB, "write -P 0x11 0 8M"), ("vdb", "raw", 64 * MiB, "write -P 0x22 0 8M")])
+    vm = domains.images(
+        "twodisk", [("vda", "qcow2", 64 * MiB, "write -P 0x11 0 8M"), ("vdb", "raw", 64 * MiB, "write -P 0x22 0 8M")]
+    )
     dests = {t: str(vm.backups / f"{t}-copy.qcow2") for t in ("vda", "vdb")}
-    migration = migration_request(user=people["operator"], hypervisor=make_hypervisor([vm.backups]), domain_uuid=vm.uuid,
-                                  disks=[DiskRequest(t, p) for t, p in dests.items()], mode="full")
+    migration = migration_request(
+        user=people["operator"],
+        hypervisor=make_hypervisor([vm.backups]),
+        domain_uuid=vm.uuid,
+        disks=[DiskRequest(t, p) for t, p in dests.items()],
+        mode="full",
+    )
     migration = wait_for_state(migration, "ready")
     assert all(d.ready for d in migration.disks.all())
     migration_approve(migration=migration, user=people["approver"])
@@ -88,11 +111,19 @@ def test_two_disks_pivot_together(domains, people, worker):
 
 
 def test_two_disks_one_fails_neither_pivots(domains, people, worker, tiny_fs):
-    vm = domains.images("twofail", [("vda", "qcow2", 64 * MiB, "write -P 0x11 0 2M"), ("vdb", "raw", 32 * MiB, "write -P 0x22 0 24M")])
+    vm = domains.images(
+        "twofail", [("vda", "qcow2", 64 * MiB, "write -P 0x11 0 2M"), ("vdb", "raw", 32 * MiB, "write -P 0x22 0 24M")]
+    )
     before = vm.sources()
     dests = {"vda": str(vm.backups / "vda-copy.qcow2"), "vdb": str(tiny_fs(vm) / "vdb-copy.raw")}
-    migration = migration_request(user=people["operator"], hypervisor=make_hypervisor([vm.backups]), domain_uuid=vm.uuid,
-                                  disks=[DiskRequest(t, p) for t, p in dests.items()], mode="full", dest_format="raw")
+    migration = migration_request(
+        user=people["operator"],
+        hypervisor=make_hypervisor([vm.backups]),
+        domain_uuid=vm.uuid,
+        disks=[DiskRequest(t, p) for t, p in dests.items()],
+        mode="full",
+        dest_format="raw",
+    )
     migration = wait_for_state(migration, ["failed", "ready", "completed"])
     assert migration.state == "failed", migration.state
     assert "vdb" in migration.failure_reason

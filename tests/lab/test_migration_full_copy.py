@@ -59,8 +59,12 @@ def test_full_copy_of_1gib_is_identical_and_flat(domains, people, worker):
     copy = str(vm.backups / "full.qcow2")
 
     migration = migration_request(
-        user=people["operator"], hypervisor=make_hypervisor([vm.backups]), domain_uuid=vm.uuid,
-        disks=[DiskRequest("vda", copy)], mode="full", dest_format="qcow2",
+        user=people["operator"],
+        hypervisor=make_hypervisor([vm.backups]),
+        domain_uuid=vm.uuid,
+        disks=[DiskRequest("vda", copy)],
+        mode="full",
+        dest_format="qcow2",
     )
     migration = wait_for_state(migration, ["ready", "failed"], timeout=120)
     assert migration.state == "ready", migration.failure_reason
@@ -83,8 +87,25 @@ def test_full_copy_of_1gib_is_identical_and_flat(domains, people, worker):
 
     # Guard against a vacuous compare: the source really holds the data laid out above.
     probe = subprocess.run(
-        ["qemu-io", "-U", "-r", "-f", "qcow2", "-c", "read -q -P 0x11 0 1M", "-c", "read -q -P 0xab 300M 1M",
-         "-c", "read -q -P 0x5a 600M 1M", "-c", "read -q -P 0xee 1279M 1M", "-c", "read -q -P 0x00 1100M 1M", copy],
-        capture_output=True, text=True,
+        [
+            "qemu-io",
+            "-U",
+            "-r",
+            "-f",
+            "qcow2",
+            "-c",
+            "read -q -P 0x11 0 1M",
+            "-c",
+            "read -q -P 0xab 300M 1M",
+            "-c",
+            "read -q -P 0x5a 600M 1M",
+            "-c",
+            "read -q -P 0xee 1279M 1M",
+            "-c",
+            "read -q -P 0x00 1100M 1M",
+            copy,
+        ],
+        capture_output=True,
+        text=True,
     )
     assert probe.returncode == 0 and "Pattern verification failed" not in probe.stdout + probe.stderr, probe.stdout + probe.stderr

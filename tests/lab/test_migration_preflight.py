@@ -13,8 +13,7 @@ MiB = 2**20
 
 def request(vm, user, host, target="vda", destination=None, **kwargs):
     destination = destination or str(vm.backups / "copy.qcow2")
-    return migration_request(user=user, hypervisor=host, domain_uuid=vm.uuid,
-                             disks=[DiskRequest(target, destination)], **kwargs)
+    return migration_request(user=user, hypervisor=host, domain_uuid=vm.uuid, disks=[DiskRequest(target, destination)], **kwargs)
 
 
 def test_domain_not_running_refused(domains, people):

@@ -34,8 +34,11 @@ def test_seed_shallow_copy_approved_and_pivoted(domains, people, worker):
     assert hypervisor_sync(host).ok
 
     migration = migration_request(
-        user=people["operator"], hypervisor=host, domain_uuid=vm.uuid,
-        disks=[DiskRequest("vda", copy)], mode="shallow",
+        user=people["operator"],
+        hypervisor=host,
+        domain_uuid=vm.uuid,
+        disks=[DiskRequest("vda", copy)],
+        mode="shallow",
     )
     wait_for_state(migration, "ready", timeout=60)
     assert vm.sources()["vda"] == snap2  # nothing pivots before an approval

@@ -24,8 +24,14 @@ def test_kill9_while_copying_then_restart_finishes(domains, people, worker, forc
     vm = domains.images("kcopy", [("vda", "qcow2", 64 * MiB, "write -P 0x5a 0 32M")])
     copy = str(vm.backups / "copy.qcow2")
     host = make_hypervisor([vm.backups])
-    migration = migration_request(user=people["operator"], hypervisor=host, domain_uuid=vm.uuid,
-                                  disks=[DiskRequest("vda", copy)], bandwidth_mib=1, force_undefine=force_undefine)
+    migration = migration_request(
+        user=people["operator"],
+        hypervisor=host,
+        domain_uuid=vm.uuid,
+        disks=[DiskRequest("vda", copy)],
+        bandwidth_mib=1,
+        force_undefine=force_undefine,
+    )
     wait_for_state(migration, "copying")
     wait_for_progress(migration)
     worker.kill9()
@@ -45,8 +51,9 @@ def test_kill9_while_copying_then_restart_finishes(domains, people, worker, forc
 def test_kill9_while_awaiting_approval_then_restart_pivots(domains, people, worker):
     vm = domains.seed()
     copy = str(vm.backups / "copy.qcow2")
-    migration = migration_request(user=people["operator"], hypervisor=make_hypervisor([vm.backups]),
-                                  domain_uuid=vm.uuid, disks=[DiskRequest("vda", copy)])
+    migration = migration_request(
+        user=people["operator"], hypervisor=make_hypervisor([vm.backups]), domain_uuid=vm.uuid, disks=[DiskRequest("vda", copy)]
+    )
     wait_for_state(migration, "ready")
     worker.kill9()
     worker.start()
@@ -62,8 +69,9 @@ def test_kill9_after_pivot_requested_and_done_then_restart_verifies(domains, peo
     takeover finds the guest on the destination, verifies, and completes."""
     vm = domains.seed()
     copy = str(vm.backups / "copy.qcow2")
-    migration = migration_request(user=people["operator"], hypervisor=make_hypervisor([vm.backups]),
-                                  domain_uuid=vm.uuid, disks=[DiskRequest("vda", copy)])
+    migration = migration_request(
+        user=people["operator"], hypervisor=make_hypervisor([vm.backups]), domain_uuid=vm.uuid, disks=[DiskRequest("vda", copy)]
+    )
     wait_for_state(migration, "ready")
     worker.kill9()
     migration_approve(migration=migration, user=people["approver"])
@@ -77,8 +85,13 @@ def test_kill9_after_pivot_requested_and_done_then_restart_verifies(domains, peo
 def test_kill9_with_pivot_requested_on_undefine_path_ends_defined(domains, people, worker):
     vm = domains.seed()
     copy = str(vm.backups / "copy.qcow2")
-    migration = migration_request(user=people["operator"], hypervisor=make_hypervisor([vm.backups]),
-                                  domain_uuid=vm.uuid, disks=[DiskRequest("vda", copy)], force_undefine=True)
+    migration = migration_request(
+        user=people["operator"],
+        hypervisor=make_hypervisor([vm.backups]),
+        domain_uuid=vm.uuid,
+        disks=[DiskRequest("vda", copy)],
+        force_undefine=True,
+    )
     wait_for_state(migration, "ready")
     assert not vm.is_persistent()
     worker.kill9()
@@ -94,8 +107,13 @@ def test_sigterm_drains_hands_the_lease_over_and_leaves_the_copy_running(domains
     worker takes the migration over and finishes it."""
     vm = domains.images("drain", [("vda", "qcow2", 64 * MiB, "write -P 0x3c 0 32M")])
     copy = str(vm.backups / "copy.qcow2")
-    migration = migration_request(user=people["operator"], hypervisor=make_hypervisor([vm.backups]),
-                                  domain_uuid=vm.uuid, disks=[DiskRequest("vda", copy)], bandwidth_mib=1)
+    migration = migration_request(
+        user=people["operator"],
+        hypervisor=make_hypervisor([vm.backups]),
+        domain_uuid=vm.uuid,
+        disks=[DiskRequest("vda", copy)],
+        bandwidth_mib=1,
+    )
     wait_for_state(migration, "copying")
     wait_for_progress(migration)
     worker.stop()

@@ -23,8 +23,9 @@ class Command(BaseCommand):
 
         self.stdout.write(f"==> seed chain: {info.seed.snap2} <- {info.seed.snap1.name} <- {info.seed.base.name}")
         self.stdout.write(f"==> guests run under {'KVM' if info.virt_type == 'kvm' else 'TCG (type=qemu)'}")
-        self.stdout.write(f"==> domains running: {info.testvm} (serial {info.testvm_serial}), "
-                          f"{info.twodisk} (serial {info.twodisk_serial})")
+        self.stdout.write(
+            f"==> domains running: {info.testvm} (serial {info.testvm_serial}), {info.twodisk} (serial {info.twodisk_serial})"
+        )
 
         # get_or_create: a re-run must not undo what an admin changed on the host since.
         hypervisor, created = Hypervisor.objects.get_or_create(

@@ -42,7 +42,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--once", action="store_true", help="Run one round and exit.")
         parser.add_argument(
-            "--interval", type=float, default=None,
+            "--interval",
+            type=float,
+            default=None,
             help="Seconds between rounds (default: settings.BLOCKMIG_SYNC_INTERVAL).",
         )
         parser.add_argument("--workers", type=int, default=4, help="Hosts synced at the same time.")
