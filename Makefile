@@ -30,12 +30,12 @@ packages:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); \
 	fi
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml deploy/constraints.txt
 	@test -n "$(PYTHON_BASE)" || { echo "No Python >= 3.12 found on PATH or under pyenv. Install python3.12+ (or pyenv install 3.13) and retry." >&2; exit 1; }
 	@echo "==> virtualenv with $(PYTHON_BASE)"
 	$(PYTHON_BASE) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[test,dev]'
+	$(VENV)/bin/pip install -q -c deploy/constraints.txt -e '.[test,dev]'
 	touch $@
 
 venv: packages $(VENV)/.installed
