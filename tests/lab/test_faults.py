@@ -276,7 +276,10 @@ LOCK_SECONDS = 45  # past blockmig's 30 s SQLite busy timeout
 
 def test_database_locked_45s_while_copying_keeps_worker_copy_and_migration_alive(domains, people, worker):
     if connection.vendor != "sqlite":
-        pytest.skip("holds an SQLite write lock; PostgreSQL restarts are the deployment tier's")
+        pytest.fail(
+            "this test holds an SQLite write lock: run it on the SQLite test database that `make test` uses "
+            "(PostgreSQL restarts are tests/deploy/test_deploy_faults.py)"
+        )
     vm = vm_with_data(domains, "dblock", written_mib=96)  # still copying when the lock ends
     copy = str(vm.backups / "copy.qcow2")
     migration = copying(vm, people, copy)
