@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 
 from django.conf import settings
 from django.db import Error as DatabaseError  # any database failure, InterfaceError included
-from django.db import connection, transaction
+from django.db import connection
 
 from blockmig.errors import Refused
 from blockmig.leases import Lease, LeaseLost, lease_release, lease_renew
@@ -155,14 +155,13 @@ class Driver:
         """Right before anything that cannot be undone: renew, and go ahead only with at
         least half a lease to spare. `also` (a write) is made in the renewal's transaction.
         Waits out database errors; LeaseLost if superseded."""
-        spare = settings.BLOCKMIG_LEASE_SECONDS / 2
         attempt = 0
         while True:
             self.check_stop()
             try:
                 if not lease_renew(self.lease, also):
                     raise LeaseLost("another worker claimed the migration")
-                if self.lease.left() > spare:
+                if self.lease.left() > self.spare:
                     return
                 log.warning("migration %s: the lease renewal was slow; confirming again", self.id)
             except DatabaseError as error:
@@ -170,6 +169,11 @@ class Driver:
                 _reset_database_connection()
             self.stopping.wait(_backoff(attempt))
             attempt += 1
+
+    @property
+    def spare(self) -> float:
+        """Lease an irreversible step needs left before it goes ahead."""
+        return settings.BLOCKMIG_LEASE_SECONDS / 2
 
     def check_stop(self) -> None:
         if self.lost.is_set():
@@ -196,10 +200,9 @@ class Driver:
         migration_note(self.id, event_type, details, lease=self.lease, **fields)
 
     def disk_update(self, disk: MigrationDisk, **fields) -> None:
-        with transaction.atomic():
-            if not Migration.objects.select_for_update().filter(self.lease.fence()).exists():
-                raise LeaseLost("a disk write was refused: the lease moved on")
-            MigrationDisk.objects.filter(pk=disk.pk).update(**fields)
+        """A disk row written under the lease (the renewal's own fenced transaction)."""
+        if not lease_renew(self.lease, also=lambda: MigrationDisk.objects.filter(pk=disk.pk).update(**fields)):
+            raise LeaseLost("a disk write was refused: the lease moved on")
         for name, value in fields.items():
             setattr(disk, name, value)
 
@@ -385,13 +388,12 @@ class Driver:
         self.confirm_lease(also=record_created)
         for disk in disks:
             disk.created_destination = created
-            self.start_copy(migration, disk, confirmed=True)
+            if self.lease.left() < self.spare:  # several disks: the first copies took a while
+                self.confirm_lease()
+            self.start_copy(migration, disk)
 
-    def start_copy(self, migration: Migration, disk: MigrationDisk, *, confirmed: bool = False) -> None:
-        if not confirmed:
-            self.disk_update(disk, created_destination=not migration.reuse_destination)
-        if not confirmed or self.lease.left() < settings.BLOCKMIG_LEASE_SECONDS / 2:
-            self.confirm_lease()
+    def start_copy(self, migration: Migration, disk: MigrationDisk) -> None:
+        """One blockCopy; the caller (start_copies) has confirmed the lease."""
         self.host.block_copy(
             migration.domain_uuid,
             disk.target,
@@ -430,7 +432,7 @@ class Driver:
             job = self.host.job(migration.domain_uuid, disk.target, live)
             if job is None:
                 if not disk.job_started and migration.state == State.COPYING:
-                    self.start_copy(migration, disk)  # we died before libvirt accepted it
+                    self.start_copies(migration, [disk])  # we died before libvirt accepted it
                     started = True
                     continue
                 raise Failed(self.job_vanished(migration, disk))
