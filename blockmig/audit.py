@@ -7,6 +7,8 @@ a label (tests/test_audit_types.py also checks every type the code writes).
 
 from __future__ import annotations
 
+from contextvars import ContextVar
+
 from django.db import models
 
 from blockmig.models import AuditEvent, Migration
@@ -44,6 +46,14 @@ class EventType(models.TextChoices):
     # Sign-in (blockmig.login_audit).
     LOGIN_FAILED = "login_failed", "Sign-in failed"
     LOGIN_LOCKED_OUT = "login_locked_out", "Sign-in locked out"
+    # Personal API tokens (blockmig.api.tokens).
+    TOKEN_CREATED = "token_created", "API token created"
+    TOKEN_REVOKED = "token_revoked", "API token revoked"
+
+
+# How the actions of the running request reach blockmig, written on each event it records:
+# the REST API sets it for one request (blockmig.api.views), the console's pages leave it "".
+AUDIT_VIA: ContextVar[str] = ContextVar("audit_via", default="")
 
 
 def event_label(event_type: str) -> str:
@@ -82,4 +92,5 @@ def audit_record(
         from_state=from_state,
         to_state=to_state,
         details=details or {},
+        via=AUDIT_VIA.get(),
     )

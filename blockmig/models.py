@@ -137,6 +137,9 @@ class AuditEvent(models.Model):
     from_state = models.CharField(max_length=16, blank=True)
     to_state = models.CharField(max_length=16, blank=True, db_index=True)
     details = models.JSONField(default=dict, blank=True)
+    # How a person's action reached blockmig when not through the console's pages, e.g.
+    # "api token “nightly”" (blockmig.audit.AUDIT_VIA); empty for the pages and the engine.
+    via = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
 
     class Meta:
