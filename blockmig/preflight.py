@@ -12,6 +12,7 @@ import math
 import os
 import posixpath
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from django.db.models import Q
 
@@ -19,7 +20,10 @@ from blockmig.errors import Refused
 from blockmig.models import MigrationDisk
 from hosts.adapter import BlockJobHost, ConnectFailure, LibvirtFailure, open_block_jobs, uri_is_local
 from hosts.domxml import domain_identity, parse_disks
-from hosts.models import Disk
+from hosts.models import Disk, Hypervisor
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AnonymousUser, User
 
 DEST_FORMATS = ("qcow2", "raw")
 MODES = ("shallow", "full")
@@ -50,7 +54,7 @@ class Plan:
 # -- checks that need no host -----------------------------------------------------------
 
 
-def check_permission(user) -> None:
+def check_permission(user: User | AnonymousUser) -> None:
     if not user.has_perm("blockmig.add_migration"):
         raise Refused("You need the operator role to start a migration.")
 
@@ -64,9 +68,10 @@ MAX_BUF_SIZE = 2**31 - 1  # libvirt's buf-size is an unsigned int of bytes
 MAX_NAME_BYTES = 255  # one file or directory name (NAME_MAX)
 
 
-def check_bandwidth(bandwidth_mib) -> int:
+def check_bandwidth(bandwidth_mib: object) -> int:
     try:
-        value = float(bandwidth_mib)
+        # Any input (form, API, stored row): what float() cannot read is refused below.
+        value = float(bandwidth_mib)  # type: ignore[arg-type]
     except (TypeError, ValueError, OverflowError):
         raise Refused("Bandwidth must be a whole number of MiB/s (0 = unlimited).", "bandwidth_mib") from None
     if not math.isfinite(value) or value != int(value) or isinstance(bandwidth_mib, bool):
@@ -78,7 +83,7 @@ def check_bandwidth(bandwidth_mib) -> int:
     return int(value)
 
 
-def check_granularity(granularity) -> None:
+def check_granularity(granularity: object) -> None:
     if granularity is None:
         return
     if (
@@ -89,12 +94,12 @@ def check_granularity(granularity) -> None:
         raise Refused("Granularity must be a power of two from 512 B to 64 MiB (512, 1024, … 67108864).", "granularity")
 
 
-def check_buf_size(buf_size) -> None:
+def check_buf_size(buf_size: object) -> None:
     if buf_size is not None and (not isinstance(buf_size, int) or not 1 <= buf_size <= MAX_BUF_SIZE):
         raise Refused(f"Buffer size must be from 1 to {MAX_BUF_SIZE} bytes.", "buf_size")
 
 
-def check_options(*, mode: str, dest_format: str, granularity, buf_size) -> None:
+def check_options(*, mode: str, dest_format: str, granularity: object, buf_size: object) -> None:
     if mode not in MODES:
         raise Refused(f"Mode must be one of {', '.join(MODES)}.", "mode")
     if dest_format not in DEST_FORMATS:
@@ -170,7 +175,17 @@ def check_disk_list(disks: list[DiskRequest]) -> None:
         raise Refused("Two disks cannot be copied to the same destination.", "destination")
 
 
-def check_request_shape(*, user, hypervisor, disks, mode, dest_format, bandwidth_mib, granularity, buf_size) -> list[DiskRequest]:
+def check_request_shape(
+    *,
+    user: User | AnonymousUser,
+    hypervisor: Hypervisor,
+    disks: list[DiskRequest],
+    mode: str,
+    dest_format: str,
+    bandwidth_mib: object,
+    granularity: object,
+    buf_size: object,
+) -> list[DiskRequest]:
     check_permission(user)
     check_bandwidth(bandwidth_mib)
     check_options(mode=mode, dest_format=dest_format, granularity=granularity, buf_size=buf_size)
@@ -186,7 +201,7 @@ def check_request_shape(*, user, hypervisor, disks, mode, dest_format, bandwidth
 def check_on_host(
     host: BlockJobHost,
     *,
-    hypervisor,
+    hypervisor: Hypervisor,
     domain_uuid: str,
     disks: list[DiskRequest],
     reuse_destination: bool,
@@ -224,8 +239,9 @@ def check_on_host(
         busy = MigrationDisk.objects.filter(hypervisor=hypervisor, domain_uuid=domain_uuid, target=request.target, active=True)
         if migration_id is not None:
             busy = busy.exclude(migration_id=migration_id)
-        if busy.exists():
-            raise Refused(f"Migration #{busy.first().migration_id} is already moving {name}/{request.target}.", "disks")
+        other = busy.first()
+        if other is not None:
+            raise Refused(f"Migration #{other.migration_id} is already moving {name}/{request.target}.", "disks")
         chain = [layer.path for layer in disk.chain if layer.path]
         check_destination_on_host(host, request.destination, chain, reuse_destination, allowed_roots)
         check_not_another_disk(hypervisor, request.destination)
@@ -233,7 +249,7 @@ def check_on_host(
     return plan
 
 
-def check_not_another_disk(hypervisor, destination: str) -> None:
+def check_not_another_disk(hypervisor: Hypervisor, destination: str) -> None:
     """A destination that any domain on the host uses (as the inventory last saw it)."""
     candidates = {destination}
     if uri_is_local(hypervisor.uri) and os.path.lexists(destination):
@@ -285,17 +301,17 @@ def check_destination_on_host(
 
 def preflight_request(
     *,
-    user,
-    hypervisor,
+    user: User | AnonymousUser,
+    hypervisor: Hypervisor,
     domain_uuid: str,
     disks: list[DiskRequest],
     mode: str = "shallow",
     dest_format: str = "qcow2",
     reuse_destination: bool = False,
-    bandwidth_mib=0,
+    bandwidth_mib: object = 0,
     synchronous_writes: bool = False,
-    granularity=None,
-    buf_size=None,
+    granularity: object = None,
+    buf_size: object = None,
     timeout: float = 10.0,
 ) -> Plan:
     """Everything a request must pass. Raises Refused; never changes anything."""

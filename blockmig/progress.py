@@ -8,8 +8,9 @@ the samples `add_sample` keeps; the pages only read what it stored.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from blockmig.states import State
 
@@ -159,12 +160,28 @@ class Progress:
         return format_eta(self.eta)
 
 
-def of_migration(migration) -> Progress:
+class MigrationFigures(Protocol):
+    """The fields of a Migration row that its progress reads."""
+
+    bytes_done: int
+    bytes_total: int
+    rate_bps: float
+    state: str
+
+
+class DiskFigures(Protocol):
+    """The fields of a MigrationDisk row (or a block job) that its progress reads."""
+
+    cur: int
+    end: int
+
+
+def of_migration(migration: MigrationFigures) -> Progress:
     """Progress of a Migration row (read by attribute, so any object with the fields works)."""
     return Progress(migration.bytes_done, migration.bytes_total, migration.rate_bps, migration.state)
 
 
-def of_disk(disk, state: str = "") -> Progress:
+def of_disk(disk: DiskFigures, state: str = "") -> Progress:
     return Progress(disk.cur, disk.end, 0.0, state)
 
 
@@ -191,7 +208,7 @@ def moving_rate(samples: Sequence[Sample]) -> float:
     return max((c1 - c0) / (t1 - t0), 0.0) if t1 > t0 else 0.0
 
 
-def detail_items(details: dict) -> list[tuple[str, str]]:
+def detail_items(details: Mapping[str, object] | None) -> list[tuple[str, str]]:
     """An event's details as short (key, text) pairs; empty values are left out."""
     items = []
     for key, value in (details or {}).items():

@@ -15,8 +15,30 @@ import math
 import posixpath
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Protocol
 
 from hosts.records import BlockJobInfo
+
+if TYPE_CHECKING:  # annotations only: the layout itself never touches the database
+    from hosts.models import Disk
+
+
+class Layer(Protocol):
+    """What the layout reads of a layer: a hosts.records.ChainLayer or a hosts.models.ChainLayer row."""
+
+    @property
+    def depth(self) -> int: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def format(self) -> str: ...
+    @property
+    def capacity(self) -> int | None: ...
+    @property
+    def allocation(self) -> int | None: ...
+    @property
+    def missing(self) -> bool: ...
+
 
 MARGIN = 16
 BOX_WIDTH = 440
@@ -216,7 +238,7 @@ class ChainPicture:
     missing: int = 0
     job_note: str = ""  # a block job without a mirror target (commit, pull) in words
     font_size: int = FONT_SIZE
-    layers: tuple = field(default=(), repr=False)  # as given, for the text list under the picture
+    layers: tuple[Layer, ...] = field(default=(), repr=False)  # as given, for the text list under the picture
 
     @property
     def layer_boxes(self) -> tuple[Box, ...]:
@@ -241,7 +263,7 @@ def job_words(job: BlockJobInfo) -> str:
     return "starting" if percent is None else f"copying {percent}%"
 
 
-def _layer_box(layer, index: int, count: int, x: float, y: float, w: float, h: float, compact: bool, mini: bool) -> Box:
+def _layer_box(layer: Layer, index: int, count: int, x: float, y: float, w: float, h: float, compact: bool, mini: bool) -> Box:
     font = COMPACT_FONT_SIZE if compact else FONT_SIZE
     path = layer.path or ""
     if mini:
@@ -288,7 +310,7 @@ def _layer_box(layer, index: int, count: int, x: float, y: float, w: float, h: f
     )
 
 
-def _collapsed_box(hidden: Sequence, x: float, y: float, w: float, h: float, compact: bool) -> Box:
+def _collapsed_box(hidden: Sequence[Layer], x: float, y: float, w: float, h: float, compact: bool) -> Box:
     missing = sum(1 for layer in hidden if layer.missing)
     name = f"⋯ {len(hidden)} more layer{'s' if len(hidden) != 1 else ''}"
     if missing:
@@ -319,7 +341,7 @@ def _distinct_names(boxes: list[Box]) -> list[Box]:
 
 
 def layout(
-    layers: Sequence,
+    layers: Sequence[Layer],
     job: BlockJobInfo | None = None,
     *,
     max_rows: int | None = None,
@@ -333,8 +355,8 @@ def layout(
     """
     layers = sorted(layers, key=lambda layer: layer.depth)
     count = len(layers)
-    shown: list = list(layers)
-    hidden: list = []
+    shown: list[Layer] = list(layers)
+    hidden: list[Layer] = []
     fold_at: int | None = None
     if max_rows is not None and count > max_rows:
         keep_top = max(1, max_rows - 2)
@@ -430,7 +452,7 @@ def layout(
     )
 
 
-def disk_job(disk) -> BlockJobInfo | None:
+def disk_job(disk: Disk) -> BlockJobInfo | None:
     """The block job stored on a hosts.models.Disk, as the plain record the layout reads."""
     if not disk.job_type:
         return None
@@ -443,6 +465,6 @@ def disk_job(disk) -> BlockJobInfo | None:
     )
 
 
-def picture_for_disk(disk, *, max_rows: int | None = None, box_width: float = BOX_WIDTH) -> ChainPicture:
+def picture_for_disk(disk: Disk, *, max_rows: int | None = None, box_width: float = BOX_WIDTH) -> ChainPicture:
     """Layout for a Disk row; use a prefetched `layers` relation to keep queries bounded."""
     return layout(list(disk.layers.all()), disk_job(disk), max_rows=max_rows, box_width=box_width)

@@ -7,9 +7,14 @@ from the bulk stats (see merge_block_stats).
 
 import hashlib
 import xml.etree.ElementTree as ET
+from collections.abc import Mapping
 from dataclasses import replace
 
 from hosts.records import BlockJobInfo, ChainLayer, DiskRecord
+
+# One domain's entry of getAllDomainStats: flat "block.0.path"-style keys; values are
+# ints, strings, floats or booleans as libvirt types each field.
+DomainStats = Mapping[str, int | float | str | bool]
 
 
 def _source_path(disk_type: str, source: ET.Element | None) -> str:
@@ -73,7 +78,8 @@ def parse_disks(domain_xml: str) -> tuple[DiskRecord, ...]:
     disks = []
     for disk in root.findall("./devices/disk"):
         target = disk.find("target")
-        if target is None or not target.get("dev"):
+        dev = target.get("dev") if target is not None else None
+        if target is None or not dev:
             continue
         disk_type = disk.get("type", "file")
         source = _source_path(disk_type, disk.find("source"))
@@ -81,7 +87,7 @@ def parse_disks(domain_xml: str) -> tuple[DiskRecord, ...]:
         disk_format = driver.get("type", "") if driver is not None else ""
         disks.append(
             DiskRecord(
-                target=target.get("dev"),
+                target=dev,
                 bus=target.get("bus", ""),
                 device=disk.get("device", "disk"),
                 type=disk_type,
@@ -100,7 +106,7 @@ def domain_identity(domain_xml: str) -> tuple[str, str]:
     return (root.findtext("uuid", ""), root.findtext("name", ""))
 
 
-def merge_block_stats(disks: tuple[DiskRecord, ...], stats: dict) -> tuple[DiskRecord, ...]:
+def merge_block_stats(disks: tuple[DiskRecord, ...], stats: DomainStats) -> tuple[DiskRecord, ...]:
     """Add capacity/allocation per layer from getAllDomainStats(BLOCK, BACKING).
 
     Stats list each layer as block.N.{name,path,backingIndex,capacity,allocation,physical};
@@ -109,26 +115,33 @@ def merge_block_stats(disks: tuple[DiskRecord, ...], stats: dict) -> tuple[DiskR
     image takes on the host): libvirt's `allocation` stat is the highest offset QEMU wrote
     through it, which reads 0 for every backing layer and for an active layer not yet written.
     """
-    by_key: dict[tuple[str, str], dict] = {}
+    by_key: dict[tuple[str, str], dict[str, int]] = {}
     for i in range(int(stats.get("block.count", 0))):
         prefix = f"block.{i}."
-        name = stats.get(prefix + "name", "")
-        path = stats.get(prefix + "path", "")
-        by_key[(name, path)] = {
+        name = str(stats.get(prefix + "name", ""))
+        path = str(stats.get(prefix + "path", ""))
+        sizes = {
             "capacity": stats.get(prefix + "capacity"),
             "allocation": stats.get(prefix + "physical", stats.get(prefix + "allocation")),
         }
+        by_key[(name, path)] = {k: int(v) for k, v in sizes.items() if v is not None}
     merged = []
     for disk in disks:
-        chain = tuple(
-            replace(layer, **{k: v for k, v in by_key.get((disk.target, layer.path), {}).items() if v is not None})
-            for layer in disk.chain
-        )
+        chain = tuple(_with_sizes(layer, by_key.get((disk.target, layer.path), {})) for layer in disk.chain)
         merged.append(replace(disk, chain=chain))
     return tuple(merged)
 
 
-def stats_signature(stats: dict) -> str:
+def _with_sizes(layer: ChainLayer, sizes: Mapping[str, int]) -> ChainLayer:
+    """The layer with the sizes the stats gave; a size they left out stays as it was."""
+    return replace(
+        layer,
+        capacity=sizes.get("capacity", layer.capacity),
+        allocation=sizes.get("allocation", layer.allocation),
+    )
+
+
+def stats_signature(stats: DomainStats) -> str:
     """What in the bulk stats would change if the domain's disks or state changed."""
     parts = [str(stats.get("state.state", ""))]
     for i in range(int(stats.get("block.count", 0))):
