@@ -242,7 +242,7 @@ class ChainPicture:
 
     @property
     def layer_boxes(self) -> tuple[Box, ...]:
-        return tuple(b for b in self.boxes if b.kind not in ("mirror", "collapsed"))
+        return tuple(b for b in self.boxes if b.kind not in ("mirror", "collapsed", "unknown"))
 
     @property
     def mirror(self) -> Box | None:
@@ -281,7 +281,7 @@ def _layer_box(layer: Layer, index: int, count: int, x: float, y: float, w: floa
     if layer.missing:
         kind = "missing"
         name = posixpath.basename(path) or "(unknown file)"
-        detail = "not found on the host"
+        detail = "missing: deleted or moved" if path else "not found on the host"
     else:
         kind = "active" if index == 0 else ("base" if index == count - 1 else "backing")
         name = posixpath.basename(path) or path or "(no path)"
@@ -331,13 +331,13 @@ def _collapsed_box(hidden: Sequence[Layer], x: float, y: float, w: float, h: flo
 
 def _distinct_names(boxes: list[Box]) -> list[Box]:
     """Re-shorten the layer names together so that no two boxes read the same."""
-    layer_boxes = [b for b in boxes if b.kind != "collapsed"]
+    layer_boxes = [b for b in boxes if b.kind not in ("collapsed", "unknown")]
     if len(layer_boxes) < 2:
         return boxes
     full = [posixpath.basename(b.title) if "/" in b.title else b.name for b in layer_boxes]
     limit = max(len(b.name) for b in layer_boxes)
     names = iter(shorten_names(full, limit))
-    return [b if b.kind == "collapsed" else replace(b, name=next(names)) for b in boxes]
+    return [b if b.kind in ("collapsed", "unknown") else replace(b, name=next(names)) for b in boxes]
 
 
 def layout(
@@ -346,12 +346,15 @@ def layout(
     *,
     max_rows: int | None = None,
     box_width: float = BOX_WIDTH,
+    unknown_below: str = "",
 ) -> ChainPicture:
     """Place the chain top-down (active first, base last) and a mirror target beside it.
 
     max_rows folds the middle of a long chain into one "more layers" box (for the small
     pictures on the domain page); the disk page passes None and shows every layer,
-    switching to compact one-line rows above COMPACT_AFTER layers.
+    switching to compact one-line rows above COMPACT_AFTER layers. `unknown_below` (why
+    nothing could tell what lies under the last layer) adds a dashed "unknown" box there
+    instead of letting the last layer pass for a base image.
     """
     layers = sorted(layers, key=lambda layer: layer.depth)
     count = len(layers)
@@ -382,9 +385,26 @@ def layout(
             boxes.append(_collapsed_box(hidden, x, MARGIN + row * (h + gap), box_width, h, compact))
             row += 1
         real_index = index if fold_at is None or index < fold_at else count - 1
-        boxes.append(_layer_box(layer, real_index, count, x, MARGIN + row * (h + gap), box_width, h, compact, mini))
+        # Above an unknown rest, no layer is known to be the base.
+        drawn_count = count + 1 if unknown_below else count
+        boxes.append(_layer_box(layer, real_index, drawn_count, x, MARGIN + row * (h + gap), box_width, h, compact, mini))
         row += 1
 
+    if unknown_below and boxes:
+        boxes.append(
+            Box(
+                kind="unknown",
+                x=x,
+                y=MARGIN + row * (h + gap),
+                w=box_width,
+                h=h if compact else COMPACT_ROW_HEIGHT,
+                name="? chain unknown while stopped",
+                title=unknown_below,
+                font_size=COMPACT_FONT_SIZE if compact else FONT_SIZE,
+                compact=True,
+                dashed=True,
+            )
+        )
     boxes = _distinct_names(boxes)
 
     arrows: list[Arrow] = []
@@ -467,4 +487,5 @@ def disk_job(disk: Disk) -> BlockJobInfo | None:
 
 def picture_for_disk(disk: Disk, *, max_rows: int | None = None, box_width: float = BOX_WIDTH) -> ChainPicture:
     """Layout for a Disk row; use a prefetched `layers` relation to keep queries bounded."""
-    return layout(list(disk.layers.all()), disk_job(disk), max_rows=max_rows, box_width=box_width)
+    unknown = "" if getattr(disk, "chain_known", True) else disk.chain_note or "chain unknown while stopped"
+    return layout(list(disk.layers.all()), disk_job(disk), max_rows=max_rows, box_width=box_width, unknown_below=unknown)

@@ -89,6 +89,10 @@ class Disk(models.Model):
     format = models.CharField(max_length=16, blank=True)
     source = models.CharField(max_length=1024, blank=True)
     readonly = models.BooleanField(default=False)
+    # How far the stored layers are the truth: a stopped domain's chain is read from its
+    # files or storage volumes, and where neither can be read it is unknown, not standalone.
+    chain_known = models.BooleanField(default=True)
+    chain_note = models.CharField(max_length=1200, blank=True)
 
     # The block job libvirt reports on this disk, whoever started it (blockmig or plain virsh).
     job_type = models.CharField(max_length=16, blank=True)

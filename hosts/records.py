@@ -45,6 +45,11 @@ class DiskRecord:
     readonly: bool = False
     chain: tuple[ChainLayer, ...] = ()
     job: BlockJobInfo | None = None
+    # False when the layers end where nothing could tell what lies below (a stopped
+    # domain on a remote host whose files no storage pool holds); chain_note says why,
+    # or names a missing layer.
+    chain_known: bool = True
+    chain_note: str = ""
 
 
 @dataclass(frozen=True)

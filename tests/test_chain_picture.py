@@ -90,9 +90,23 @@ def test_missing_layer_is_dashed_and_named():
     picture = layout(chain("snap2.qcow2", "snap1.qcow2", "base.qcow2", missing={1}))
     middle = picture.layer_boxes[1]
     assert middle.kind == "missing" and middle.dashed
-    assert middle.badge == "MISSING" and "not found" in middle.detail
+    assert middle.badge == "MISSING" and middle.detail == "missing: deleted or moved"
+    assert middle.title.endswith("/snap1.qcow2")
     assert picture.missing == 1
     assert not picture.layer_boxes[0].dashed
+
+
+def test_a_chain_unknown_below_its_last_layer_ends_in_a_dashed_unknown_box_and_has_no_base():
+    picture = layout(chain("vm.qcow2"), unknown_below="Chain unknown while stopped below vm.qcow2: no pool")
+
+    (only,) = picture.layer_boxes
+    unknown = picture.boxes[-1]
+    assert only.kind == "active" and only.badge != "BASE"
+    assert (unknown.kind, unknown.name, unknown.dashed) == ("unknown", "? chain unknown while stopped", True)
+    assert unknown.title.startswith("Chain unknown while stopped below vm.qcow2")
+    assert unknown.y > only.y + only.h
+    assert [arrow.kind for arrow in picture.arrows] == ["backing"]
+    assert picture.layer_count == 1
 
 
 def test_mirror_job_drawn_beside_active_layer():
