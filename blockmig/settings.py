@@ -101,8 +101,12 @@ INSTALLED_APPS = [
     "channels",
     "django_htmx",
     "axes",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "hosts",
     "blockmig",
+    "blockmig.api",
 ]
 
 MIDDLEWARE = [
@@ -252,3 +256,52 @@ BLOCKMIG_WS_SLOT_SECONDS = float(os.environ.get("BLOCKMIG_WS_SLOT_SECONDS", "60"
 # Handshakes of one user that one daphne runs at once (up to the first frame); the user's
 # others wait their turn, so other users' handshakes are not stuck behind a burst of theirs.
 BLOCKMIG_WS_HANDSHAKES_PER_USER = int(os.environ.get("BLOCKMIG_WS_HANDSHAKES_PER_USER", "2"))
+# --- REST API (issue 12; docs/api.md) -------------------------------------------------------
+# Requests per token (or per session user) and window: "<n>/<second|minute|hour|day>"; the
+# token-creation call (user name + password) has its own, slower bucket per address.
+BLOCKMIG_API_RATE = os.environ.get("BLOCKMIG_API_RATE", "300/minute")
+BLOCKMIG_API_LOGIN_RATE = os.environ.get("BLOCKMIG_API_LOGIN_RATE", "10/minute")
+# How long an Idempotency-Key is remembered, and how long a retry waits for the first
+# request with its key to finish before it is told to come back.
+BLOCKMIG_API_IDEMPOTENCY_HOURS = float(os.environ.get("BLOCKMIG_API_IDEMPOTENCY_HOURS", "24"))
+BLOCKMIG_API_IDEMPOTENCY_WAIT_SECONDS = float(os.environ.get("BLOCKMIG_API_IDEMPOTENCY_WAIT_SECONDS", "10"))
+# The rate-limit counts: Redis, shared by every daphne (one process's locmem under pytest).
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "api": (
+        {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "blockmig-api"}
+        if os.environ.get("PYTEST_VERSION") or os.environ.get("BLOCKMIG_API_CACHE") == "locmem"
+        else {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": os.environ.get("BLOCKMIG_CHANNEL_PREFIX", "blockmig") + "-api",
+        }
+    ),
+}
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "blockmig.api.auth.ApiTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_THROTTLE_CLASSES": ["blockmig.api.throttling.ApiRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {"api": BLOCKMIG_API_RATE, "api_login": BLOCKMIG_API_LOGIN_RATE},
+    "EXCEPTION_HANDLER": "blockmig.api.errors.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "blockmig API",
+    "DESCRIPTION": "Live disk migration on libvirt/QEMU: inventory, migrations, approvals, audit. See docs/api.md.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
+    "SCHEMA_PATH_PREFIX": "/api/v1",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {"MigrationStateEnum": "blockmig.states.State"},
+}

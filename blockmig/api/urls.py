@@ -1,0 +1,30 @@
+"""/api/v1/…: the REST API, its OpenAPI schema and its docs (Swagger UI and Redoc, served
+from drf-spectacular-sidecar's static files: no CDN)."""
+
+from django.contrib.auth.decorators import login_not_required
+from django.urls import path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerSplitView
+
+from blockmig.api import views
+
+app_name = "api"
+
+urlpatterns = [
+    path("me/", views.MeView.as_view(), name="me"),
+    path("tokens/", views.TokenListCreateView.as_view(), name="tokens"),
+    path("tokens/<str:prefix>/", views.TokenRevokeView.as_view(), name="token"),
+    path("hypervisors/", views.HypervisorList.as_view(), name="hypervisor_list"),
+    path("hypervisors/<slug:name>/", views.HypervisorDetail.as_view(), name="hypervisor_detail"),
+    path("hypervisors/<slug:name>/domains/", views.DomainList.as_view(), name="domain_list"),
+    path("hypervisors/<slug:name>/domains/<str:domain>/", views.DomainDetail.as_view(), name="domain_detail"),
+    path("hypervisors/<slug:name>/domains/<str:domain>/disks/<str:target>/", views.DiskDetail.as_view(), name="disk_detail"),
+    path("migrations/", views.MigrationListCreate.as_view(), name="migration_list"),
+    path("migrations/<int:pk>/", views.MigrationDetail.as_view(), name="migration_detail"),
+    path("migrations/<int:pk>/approve/", views.MigrationApprove.as_view(), name="migration_approve"),
+    path("migrations/<int:pk>/abort/", views.MigrationAbort.as_view(), name="migration_abort"),
+    path("migrations/<int:pk>/bandwidth/", views.MigrationBandwidth.as_view(), name="migration_bandwidth"),
+    path("audit/", views.AuditList.as_view(), name="audit_list"),
+    path("schema/", login_not_required(SpectacularAPIView.as_view()), name="schema"),
+    path("docs/", login_not_required(SpectacularSwaggerSplitView.as_view(url_name="api:schema")), name="docs"),
+    path("redoc/", login_not_required(SpectacularRedocView.as_view(url_name="api:schema")), name="redoc"),
+]
