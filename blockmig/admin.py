@@ -15,8 +15,7 @@ class MigrationDiskInline(admin.TabularInline):
     model = MigrationDisk
     extra = 0
     can_delete = False
-    fields = ["target", "source_path", "destination", "created_destination", "cur", "end", "ready"]
-    readonly_fields = fields
+    fields = readonly_fields = ("target", "source_path", "destination", "created_destination", "cur", "end", "ready")
 
     def has_add_permission(self, request, obj=None) -> bool:
         return False

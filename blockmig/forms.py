@@ -13,6 +13,7 @@ import posixpath
 import shutil
 from dataclasses import dataclass
 from pathlib import PurePosixPath
+from typing import Any
 
 from django import forms
 
@@ -151,7 +152,7 @@ class MigrationRequestForm(forms.Form):
         if not hypervisor.supports_sync_writes:
             del self.fields["synchronous_writes"]
 
-        dest_fields = {}
+        dest_fields: dict[str, forms.Field] = {}
         for disk in self.disks:
             name = self.destination_field(disk.target)
             if not single:
@@ -211,8 +212,9 @@ class MigrationRequestForm(forms.Form):
     def clean_bandwidth_mib(self):
         return _as_field_error(check_bandwidth, self.cleaned_data.get("bandwidth_mib"))
 
-    def clean(self):
-        cleaned = super().clean()
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        cleaned = self.cleaned_data
         if cleaned.get("mode") == "shallow" and cleaned.get("dest_format") == "raw":
             self.add_error(
                 "dest_format",
@@ -352,8 +354,9 @@ class AuditFilterForm(forms.Form):
             values.append(asked)
         return values
 
-    def clean(self):
-        cleaned = super().clean()
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        cleaned = self.cleaned_data
         since, until = cleaned.get("since"), cleaned.get("until")
         if since and until and since > until:
             self.add_error("until", "“To” is before “From”.")

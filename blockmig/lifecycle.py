@@ -26,6 +26,9 @@ The engine moves a migration through the same machine with migration_transition(
 
 from __future__ import annotations
 
+from collections.abc import Set
+from typing import NoReturn
+
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -80,7 +83,7 @@ def migration_transition(
     migration_id: int,
     to: str,
     *,
-    expect: set[str] | None = None,
+    expect: Set[str] | None = None,
     actor=None,
     event_type: str | None = None,
     details: dict | None = None,
@@ -119,7 +122,7 @@ def migration_transition(
     return migration
 
 
-def _refuse(migration: Migration, user, action: str, message: str, field: str | None = None):
+def _refuse(migration: Migration, user, action: str, message: str, field: str | None = None) -> NoReturn:
     """A refused human action is audited too, then raised."""
     with transaction.atomic():
         audit_record(
@@ -240,9 +243,9 @@ def migration_request(
             _publish_on_commit(migration.pk)
             _wake_on_commit(migration.pk)
     except IntegrityError:
-        refused = Refused("Another migration of one of these disks has just started: wait for it to finish.", "disks")
-        _audit_refused_request(refused, user=user, hypervisor=hypervisor, domain_uuid=domain_uuid, disks=disks)
-        raise refused from None
+        race = Refused("Another migration of one of these disks has just started: wait for it to finish.", "disks")
+        _audit_refused_request(race, user=user, hypervisor=hypervisor, domain_uuid=domain_uuid, disks=disks)
+        raise race from None
     return migration
 
 

@@ -2,12 +2,17 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from blockmig.progress import Progress
 from blockmig.states import ACTIVE_STATES, State
 
 
 class Migration(models.Model):
     """One request to move one or more disks of a domain. The source of truth for its
     lifecycle; libvirt's block jobs are the reality reconciled against it."""
+
+    # Not columns: selectors.with_progress attaches these for the pages.
+    progress: Progress
+    phase: str
 
     class Mode(models.TextChoices):
         SHALLOW = "shallow", "Shallow (copy shares the backing chain)"
@@ -68,6 +73,8 @@ class Migration(models.Model):
 
 
 class MigrationDisk(models.Model):
+    progress: Progress  # not a column: attached by selectors.with_progress
+
     migration = models.ForeignKey(Migration, on_delete=models.CASCADE, related_name="disks")
     # Copied from the migration so the database itself refuses two active migrations of
     # one disk (see the conditional unique constraint below).
@@ -108,6 +115,10 @@ class MigrationDisk(models.Model):
 
 class AuditEvent(models.Model):
     """Append-only record of every state change and human action (Zulip's RealmAuditLog)."""
+
+    # Not columns: selectors.with_words attaches these for the pages.
+    label: str
+    items: list[tuple[str, str]]
 
     class AppendOnlyQuerySet(models.QuerySet):
         """Bulk writes would bypass save()/delete(), so the queryset refuses them too

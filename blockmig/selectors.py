@@ -197,7 +197,7 @@ def audit_row(event: AuditEvent) -> dict:
         "id": event.pk,
         "created_at": event.created_at.astimezone(UTC).isoformat(),
         "event_type": event.event_type,
-        "user": event.actor_name or (event.actor.get_username() if event.actor_id else ""),
+        "user": event.actor_name or (event.actor.get_username() if event.actor else ""),
         "host": event.hypervisor_name,
         "domain": event.domain_name,
         "disks": event.disk_targets,
@@ -269,7 +269,7 @@ async def export_audit_async(qs: QuerySet[AuditEvent], fmt: str) -> AsyncIterato
     """The same export for ASGI (daphne): Django would otherwise buffer a sync iterator
     whole before sending it. Each chunk is fetched in the sync thread."""
     pieces = export_audit_sync(qs, fmt)
-    sentinel = object()
-    pull = sync_to_async(lambda: next(pieces, sentinel), thread_sensitive=True)
-    while (piece := await pull()) is not sentinel:
+    # None marks the end: the export yields only strings.
+    pull = sync_to_async(lambda: next(pieces, None), thread_sensitive=True)
+    while (piece := await pull()) is not None:
         yield piece

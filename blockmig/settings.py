@@ -9,6 +9,7 @@ import secrets
 import warnings
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -191,7 +192,7 @@ STATIC_ROOT = VAR_DIR / "static"
 BLOCKMIG_SERVE_STATIC = os.environ.get("BLOCKMIG_SERVE_STATIC", "1") == "1"
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6390/0")
-CHANNEL_LAYERS = {
+CHANNEL_LAYERS: dict[str, dict[str, Any]] = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         "CONFIG": {

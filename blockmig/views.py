@@ -16,6 +16,7 @@ fragment of `blockmig/migration_detail.html` renders from (partials `migration_s
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -23,7 +24,9 @@ from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.core.handlers.asgi import ASGIRequest
 from django.core.paginator import Paginator
+from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.response import TemplateResponse
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -32,12 +35,12 @@ from django.views.decorators.http import require_GET, require_POST
 from blockmig import lifecycle, progress, selectors, states
 from blockmig.errors import Refused
 from blockmig.forms import AuditFilterForm, AutoPivotForm, BandwidthForm, MigrationRequestForm, storage_roots
-from blockmig.models import Migration
+from blockmig.models import AuditEvent, Migration
 from blockmig.states import State
 from hosts import selectors as host_selectors
 from hosts.models import Disk, Domain, Hypervisor
 from hosts.roles import ROLE_FOR
-from hosts.views import permission_required
+from hosts.views import permission_required, wants_fragment
 
 MIGRATIONS_PER_PAGE = 25
 EVENTS_PER_PAGE = 50
@@ -140,7 +143,10 @@ def _request_page(request, hypervisor, domain, disks, *, single: bool, skipped=(
     if request.method == "POST" and disks and not form.is_valid():
         # Refused by the form itself (the lifecycle audits its own refusals).
         lifecycle.migration_request_invalid(
-            user=request.user, hypervisor=hypervisor, domain_uuid=domain.uuid, errors={f: list(m) for f, m in form.errors.items()}
+            user=request.user,
+            hypervisor=hypervisor,
+            domain_uuid=domain.uuid,
+            errors={f: [str(m) for m in ms] for f, ms in form.errors.items()},
         )
     elif request.method == "POST" and disks:
         try:
@@ -195,7 +201,7 @@ def migration_detail(request: HttpRequest, pk: int) -> HttpResponse:
         raise Http404("No such migration.") from None
     context = migration_context(migration, request.user)
     template = "blockmig/migration_detail.html"
-    if request.htmx and not request.htmx.boosted and not request.htmx.history_restore_request:
+    if wants_fragment(request):
         fragment = request.GET.get("fragment", "migration_status")
         if fragment not in FRAGMENTS:
             raise Http404("No such fragment.")
@@ -257,7 +263,7 @@ def migration_bandwidth(request: HttpRequest, pk: int) -> HttpResponse:
 def dashboard(request: HttpRequest) -> HttpResponse:
     """Hosts with their health, and the migrations block for those who may see migrations
     (live: live_fragments.dashboard)."""
-    context = {
+    context: dict[str, object] = {
         "hypervisors": host_selectors.hypervisors_with_counts(),
         "totals": host_selectors.inventory_totals(),
     }
@@ -339,7 +345,7 @@ def hypervisor_policy(request: HttpRequest, name: str) -> HttpResponse:
 # ---- audit trail ------------------------------------------------------------------
 
 
-def audit_list(request: HttpRequest) -> HttpResponse:
+def audit_list(request: HttpRequest) -> HttpResponseBase:
     if not request.user.has_perm("blockmig.view_auditevent"):
         _deny("blockmig.view_auditevent", "Reading the audit trail")
     form = AuditFilterForm(request.GET or None, **selectors.audit_filter_choices())
@@ -353,7 +359,7 @@ def audit_list(request: HttpRequest) -> HttpResponse:
     return render(request, "blockmig/audit_list.html", {"form": form, "page": page, "filtered": bool(filters)})
 
 
-def audit_export(request: HttpRequest) -> HttpResponse:
+def audit_export(request: HttpRequest) -> HttpResponseBase:
     """The filtered audit trail as a file: `/audit/export/?format=csv|json&<filters>`."""
     if not request.user.has_perm("blockmig.view_auditevent"):
         _deny("blockmig.view_auditevent", "Reading the audit trail")
@@ -362,13 +368,14 @@ def audit_export(request: HttpRequest) -> HttpResponse:
     return _export(request, form, events, request.GET.get("format", "csv"))
 
 
-def _export(request, form, events, fmt: str) -> HttpResponse:
+def _export(request: HttpRequest, form: AuditFilterForm, events: QuerySet[AuditEvent], fmt: str) -> HttpResponseBase:
     if fmt not in EXPORT_TYPES:
         return HttpResponse("format must be csv or json\n", status=400, content_type="text/plain")
     if form.is_bound and form.errors:
         # Never export a bigger set than the person asked for because one filter was bad.
-        text = "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items())
+        text = "; ".join(f"{k}: {' '.join(str(m) for m in v)}" for k, v in form.errors.items())
         return HttpResponse(f"Fix the filters first: {text}\n", status=400, content_type="text/plain")
+    content: Iterator[str] | AsyncIterator[str]
     if isinstance(request, ASGIRequest):
         content = selectors.export_audit_async(events, fmt)
     else:

@@ -77,8 +77,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 class DiskInline(admin.TabularInline):
     model = Disk
-    fields = ["target", "bus", "type", "format", "source", "job_type", "job_ready"]
-    readonly_fields = fields
+    fields = readonly_fields = ("target", "bus", "type", "format", "source", "job_type", "job_ready")
     extra = 0
     can_delete = False
     show_change_link = True
@@ -98,8 +97,7 @@ class DomainAdmin(ReadOnlyAdmin):
 
 class ChainLayerInline(admin.TabularInline):
     model = ChainLayer
-    fields = ["depth", "path", "format", "capacity", "allocation", "missing"]
-    readonly_fields = fields
+    fields = readonly_fields = ("depth", "path", "format", "capacity", "allocation", "missing")
     extra = 0
     can_delete = False
 

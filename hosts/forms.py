@@ -5,6 +5,7 @@ import fnmatch
 import os
 import posixpath
 from dataclasses import asdict
+from typing import Any
 
 from django import forms
 from django.conf import settings
@@ -178,8 +179,9 @@ class HypervisorForm(forms.ModelForm):
             return False
         return not self.instance.pk or "uri" in self.changed_data or "enabled" in self.changed_data
 
-    def clean(self):
-        cleaned = super().clean()
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        cleaned = self.cleaned_data
         if self.errors or not self.needs_connection_test():
             return cleaned
         uri = cleaned["uri"]

@@ -81,6 +81,9 @@ class Domain(models.Model):
 
 
 class Disk(models.Model):
+    # Not a column: the pages attach the migration moving this disk (hooks.job_owners).
+    migration_id: int | None
+
     domain = models.ForeignKey(Domain, on_delete=models.CASCADE, related_name="disks")
     target = models.CharField(max_length=32)
     bus = models.CharField(max_length=16, blank=True)

@@ -17,7 +17,6 @@ from datetime import datetime
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Model
 from django.utils import timezone
 
 from hosts import models
@@ -92,11 +91,11 @@ def hypervisor_sync(hypervisor: models.Hypervisor, *, force: bool = False, rerea
         logger.warning("sync of %s failed: %s", hypervisor.name, message)
         return SyncResult(ok=False, error=message, libvirt_calls=host.calls, duration=time.perf_counter() - started)
     _store(hypervisor, inventory)
-    reread = sum(1 for d in inventory.domains if d.disks is not None)
+    reread_count = sum(1 for d in inventory.domains if d.disks is not None)
     return SyncResult(
         ok=True,
         domains_seen=len(inventory.domains),
-        domains_reread=reread,
+        domains_reread=reread_count,
         libvirt_calls=host.calls,
         duration=time.perf_counter() - started,
     )
@@ -258,7 +257,7 @@ def _store_facts(hypervisor: models.Hypervisor, facts: HostFacts, now: datetime)
     hypervisor.save(update_fields=[*FACT_FIELDS, "last_sync_attempt_at", "last_sync_ok_at", "last_sync_error"])
 
 
-def _delete_in_chunks(model: type[Model], ids: Sequence[int]) -> None:
+def _delete_in_chunks(model: type[models.Domain] | type[models.Disk], ids: Sequence[int]) -> None:
     # Through the ORM's collector (not a raw DELETE): whatever else comes to point at these
     # rows (migrations, audit) keeps its on_delete rules. Only deletions cost per-row work,
     # and those are as rare as domains and disks that disappear.

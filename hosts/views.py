@@ -41,7 +41,6 @@ def permission_required(perm: str) -> Callable:
                 raise PermissionDenied(f"This needs the {needed} role.")
             return view(request, *args, **kwargs)
 
-        wrapped.required_permission = perm
         return wrapped
 
     return decorator
@@ -49,8 +48,10 @@ def permission_required(perm: str) -> Callable:
 
 def wants_fragment(request: HttpRequest) -> bool:
     """htmx asked for a piece of the page (not a boosted or history-restoring full page)."""
-    htmx = getattr(request, "htmx", None)
-    return bool(htmx) and not htmx.boosted and not htmx.history_restore_request
+    htmx = getattr(request, "htmx", None)  # django-htmx's middleware sets it
+    if not htmx:
+        return False
+    return not htmx.boosted and not htmx.history_restore_request
 
 
 @require_GET
@@ -76,7 +77,7 @@ def hypervisor_context(hypervisor: Hypervisor, query: str, page_number) -> dict:
     table: it carries the search and page, so what the socket pushes is the page shown."""
     query = query.strip()
     page = Paginator(selectors.hypervisor_domains(hypervisor, query), DOMAINS_PER_PAGE).get_page(page_number)
-    params = {"q": query} if query else {}
+    params: dict[str, str | int] = {"q": query} if query else {}
     if page.number > 1:
         params["page"] = page.number
     live_url = f"/ws/hosts/{hypervisor.name}/" + (f"?{urlencode(params)}" if params else "")

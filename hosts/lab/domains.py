@@ -105,7 +105,7 @@ def define_and_start(xml: str, uri: str = SYSTEM_URI) -> str:
     An existing definition is kept as it is, even if `xml` differs: a migration may have
     moved its disk, and the lab must not undo that.
     """
-    name = ET.fromstring(xml).findtext("name")
+    name = ET.fromstring(xml).findtext("name", "")
     state = domain_state(name, uri)
     if state is None:
         with tempfile.NamedTemporaryFile("w", suffix=".xml", prefix=f"{name}-") as handle:
