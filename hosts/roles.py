@@ -4,6 +4,8 @@ A viewer sees everything and changes nothing; an operator starts and aborts migr
 an approver approves pivots and may abort; an admin manages hypervisors, policies and users.
 """
 
+from django.contrib.auth.models import AnonymousUser, Group, Permission, User
+
 VIEW = [
     "hosts.view_hypervisor",
     "hosts.view_domain",
@@ -55,8 +57,6 @@ ROLE_FOR: dict[str, str] = {
 
 def setup_roles() -> None:
     """Create or update the four groups so each holds exactly its permissions."""
-    from django.contrib.auth.models import Group, Permission
-
     for role, perms in ROLE_PERMISSIONS.items():
         group, _ = Group.objects.get_or_create(name=role)
         wanted = []
@@ -66,5 +66,5 @@ def setup_roles() -> None:
         group.permissions.set(wanted)
 
 
-def user_roles(user) -> list[str]:
+def user_roles(user: User | AnonymousUser) -> list[str]:
     return sorted(g.name for g in user.groups.all() if g.name in ROLE_PERMISSIONS)

@@ -105,6 +105,37 @@ def test_hosts_templates_include_no_blockmig_template():
     assert offending == []
 
 
+# Imports inside functions, each with its reason. Django's app loading: signal receivers
+# connect in AppConfig.ready(). hosts.lab.domains: `python -m hosts.lab.services` would
+# otherwise load that module twice. Everything else imports at the top, where a reader
+# (and the cycle check above) sees it.
+FUNCTION_BODY_IMPORTS_ALLOWED = {"blockmig/apps.py", "hosts/lab/domains.py"}
+
+
+def function_body_imports(path: Path) -> list[int]:
+    lines: set[int] = set()  # a set: a nested function is walked within its parent too
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            lines.update(n.lineno for n in ast.walk(node) if isinstance(n, ast.Import | ast.ImportFrom))
+    return sorted(lines)
+
+
+def test_imports_sit_at_the_top_unless_app_loading_needs_otherwise():
+    inside = [
+        f"{path.relative_to(ROOT)}:{line}"
+        for path in modules().values()
+        if str(path.relative_to(ROOT)) not in FUNCTION_BODY_IMPORTS_ALLOWED
+        for line in function_body_imports(path)
+    ]
+    assert inside == []
+
+
+def test_the_function_body_import_finder_sees_one(tmp_path):
+    module = tmp_path / "m.py"
+    module.write_text("import os\n\n\ndef f():\n    import json\n\n    async def g():\n        from sys import path\n")
+    assert function_body_imports(module) == [5, 8]
+
+
 def test_no_import_cycle_among_blockmig_and_hosts_modules():
     assert cycles(import_graph()) == []
 
