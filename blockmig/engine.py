@@ -37,7 +37,8 @@ from blockmig.lifecycle import (
     migration_record_progress,
     migration_transition,
 )
-from blockmig.models import Migration, MigrationDisk
+from blockmig.models import Migration, MigrationDisk, Plan
+from blockmig.plan_rules import pivot_allowed_by, pivot_wait_reason
 from blockmig.preflight import DiskRequest, check_on_host
 from blockmig.progress import Sample, add_sample, moving_rate
 from blockmig.states import TERMINAL_STATES, State
@@ -510,6 +511,8 @@ class Driver:
             if state == State.READY and not all(ready.values()):
                 self.transition(State.COPYING, expect={State.READY}, details={"reason": "a mirror fell out of sync"})
                 return
+            if state == State.READY and self.pivot_by_plan(migration):
+                return
 
     def apply_bandwidth(self, migration: Migration, disks: list[MigrationDisk], jobs) -> None:
         """An operator's change is recorded on the row; the driver applies it."""
@@ -564,13 +567,30 @@ class Driver:
         )
         hypervisor = migration.hypervisor
         hypervisor.refresh_from_db(fields=["auto_pivot"])
-        if hypervisor.auto_pivot:
+        # A plan's maintenance window holds back even the host's auto-pivot (pivot_by_plan).
+        if hypervisor.auto_pivot and not pivot_wait_reason(migration):
             self.transition(
                 State.PIVOTING,
                 expect={State.READY},
                 event_type="auto_pivot",
                 details={"policy": "auto_pivot", "policy_set_by": auto_pivot_policy_setter(hypervisor)},
             )
+
+    def pivot_by_plan(self, migration: Migration) -> bool:
+        """A ready migration of an evacuation plan pivots once the plan's window is open and
+        an approval covers it: the plan's own (when it covers its pivots), one given while
+        the window was shut, or the host's auto-pivot policy (blockmig.plan_rules)."""
+        if migration.plan_id is None:
+            return False
+        migration.hypervisor.refresh_from_db(fields=["auto_pivot"])
+        allowed = pivot_allowed_by(migration, auto_pivot=migration.hypervisor.auto_pivot)
+        if allowed is None:
+            return False
+        fields = {}
+        if allowed["policy"] == "plan_approval":
+            fields["approved_by"] = Plan.objects.get(pk=migration.plan_id).approved_by
+        self.transition(State.PIVOTING, expect={State.READY}, event_type="plan_pivot", details=allowed, **fields)
+        return True
 
     # -- pivot ------------------------------------------------------------------------------
 

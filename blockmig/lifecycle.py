@@ -38,6 +38,8 @@ from blockmig.audit import audit_record
 from blockmig.errors import Refused
 from blockmig.leases import Lease, LeaseLost
 from blockmig.models import AuditEvent, Migration, MigrationDisk
+from blockmig.plan_progress import plan_migration_ended
+from blockmig.plan_rules import pivot_wait_reason
 from blockmig.preflight import DiskRequest, check_bandwidth, preflight_request
 from blockmig.states import TERMINAL_STATES, State, abort_target, may_approve, may_change_bandwidth, next_state
 from blockmig.wake import wake_workers
@@ -118,6 +120,8 @@ def migration_transition(
             to_state=migration.state,
             details=_with_lease(details, lease),
         )
+        if migration.plan_id and migration.state in TERMINAL_STATES:
+            plan_migration_ended(migration.plan_id)  # the plan ends with its last migration
         _publish_on_commit(migration.pk)
     return migration
 
@@ -177,7 +181,10 @@ def migration_request(
     granularity: int | None = None,
     buf_size: int | None = None,
     force_undefine: bool = False,
+    plan=None,
 ) -> Migration:
+    """`plan`: the evacuation plan asking (blockmig.plans), recorded on the migration."""
+    evacuation = plan
     try:
         plan = preflight_request(
             user=user,
@@ -210,6 +217,7 @@ def migration_request(
                 buf_size=buf_size,
                 force_undefine=force_undefine,
                 requested_by=user,
+                plan=evacuation,
             )
             for disk in plan.disks:
                 # The conditional unique constraint makes a concurrent second request of
@@ -238,6 +246,7 @@ def migration_request(
                     "granularity": granularity,
                     "buf_size": buf_size,
                     "force_undefine": force_undefine,
+                    **({"plan": evacuation.pk} if evacuation is not None else {}),
                 },
             )
             _publish_on_commit(migration.pk)
@@ -262,6 +271,9 @@ def migration_approve(*, migration: Migration, user) -> Migration:
             "approve",
             f"Migration #{migration.pk} is {migration.state}: a pivot can be approved only once every disk's mirror is ready.",
         )
+    waiting = pivot_wait_reason(migration)
+    if waiting:
+        return _approve_for_window(migration, user, waiting)
     try:
         with transaction.atomic():
             _wake_on_commit(migration.pk)
@@ -277,6 +289,31 @@ def migration_approve(*, migration: Migration, user) -> Migration:
     except StateMoved:
         migration.refresh_from_db()
         _refuse(migration, user, "approve", f"Migration #{migration.pk} changed to {migration.state} before the approval landed.")
+
+
+def _approve_for_window(migration: Migration, user, waiting: str) -> Migration:
+    """An approval given while the plan's window is shut: recorded now, the pivot follows
+    when the window opens (the engine asks blockmig.plan_rules)."""
+    with transaction.atomic():
+        locked = Migration.objects.select_for_update().select_related("hypervisor").get(pk=migration.pk)
+        if locked.state != State.READY:
+            refusal = f"Migration #{locked.pk} changed to {locked.state} before the approval landed."
+        else:
+            refusal = ""
+            Migration.objects.filter(pk=locked.pk).update(approved_by=user)
+            locked.approved_by = user
+            audit_record(
+                event_type="plan_pivot_window",
+                migration=locked,
+                actor=user,
+                from_state=locked.state,
+                to_state=locked.state,
+                details={"approved_by": user.get_username(), "plan": locked.plan_id, "waits": waiting},
+            )
+            _publish_on_commit(locked.pk)
+    if refusal:
+        _refuse(locked, user, "approve", refusal)
+    return locked
 
 
 def migration_abort(*, migration: Migration, user) -> Migration:

@@ -1,7 +1,12 @@
+from __future__ import annotations
+
+from typing import Any
+
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from blockmig.plan_states import PlanState
 from blockmig.progress import Progress
 from blockmig.states import ACTIVE_STATES, State
 
@@ -35,6 +40,8 @@ class Migration(models.Model):
     domain_undefined = models.BooleanField(default=False)
     # Take the undefine/redefine path even where the transient-job flag exists.
     force_undefine = models.BooleanField(default=False)
+    # The evacuation plan that requested this migration (blockmig.plans), if any.
+    plan = models.ForeignKey("Plan", null=True, blank=True, on_delete=models.PROTECT, related_name="migrations")
 
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     approved_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
@@ -163,3 +170,87 @@ class AuditEvent(models.Model):
 
     def delete(self, *args, **kwargs):
         raise PermissionError("Audit events are append-only.")
+
+
+class Plan(models.Model):
+    """A storage evacuation: many disks to one target root, preflighted as a whole,
+    reviewed once, then run as ordinary migrations (blockmig.plans)."""
+
+    class Source(models.TextChoices):
+        ROOT = "root", "A storage directory"
+        HOST = "host", "Every disk of the host"
+        DOMAINS = "domains", "Chosen domains"
+
+    class PivotPolicy(models.TextChoices):
+        EACH = "each", "Each pivot approved by an approver"
+        PLAN = "plan", "The plan's approval covers its pivots"
+
+    hypervisor = models.ForeignKey("hosts.Hypervisor", on_delete=models.PROTECT, related_name="plans")
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    approved_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    source_kind = models.CharField(max_length=8, choices=Source.choices)
+    source_root = models.CharField(max_length=1024, blank=True)
+    domain_uuids = models.JSONField(default=list, blank=True)
+    target_root = models.CharField(max_length=1024)
+    mode = models.CharField(max_length=8, choices=Migration.Mode.choices, default=Migration.Mode.SHALLOW)
+    pivot_policy = models.CharField(max_length=8, choices=PivotPolicy.choices, default=PivotPolicy.EACH)
+    # Pivots wait for [window_start, window_end) when set (stored in UTC); copies run any time.
+    window_start = models.DateTimeField(null=True, blank=True)
+    window_end = models.DateTimeField(null=True, blank=True)
+    state = models.CharField(max_length=16, choices=PlanState.choices, default=PlanState.DRAFT, db_index=True)
+    # What preflight found when the plan was built.
+    bytes_total = models.BigIntegerField(default=0)
+    free_at_target = models.BigIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    approved_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    # Attached by blockmig.plan_selectors.plan_for_page for the plan page (not columns).
+    totals: Any
+    item_list: list[PlanDisk]
+    timeline: list[AuditEvent]
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        permissions = [("approve_plan", "Can approve an evacuation plan")]
+
+    def __str__(self) -> str:
+        return f"plan #{self.pk} ({self.state})"
+
+    @property
+    def has_window(self) -> bool:
+        return self.window_start is not None
+
+
+class PlanDisk(models.Model):
+    """One disk of a plan: where it goes and how much to copy, or why it cannot move."""
+
+    plan = models.ForeignKey(Plan, on_delete=models.CASCADE, related_name="items")
+    domain_uuid = models.CharField(max_length=36)
+    domain_name = models.CharField(max_length=255)
+    target = models.CharField(max_length=32)
+    source_path = models.CharField(max_length=1024, blank=True)
+    destination = models.CharField(max_length=1024, blank=True)
+    bytes_to_copy = models.BigIntegerField(default=0)
+    # Empty for a disk that moves; else what keeps it where it is, in words to act on.
+    blocked_reason = models.TextField(blank=True)
+    migration = models.ForeignKey(Migration, null=True, blank=True, on_delete=models.PROTECT, related_name="plan_disks")
+    # Set when the plan ran and its migration could not be requested.
+    request_error = models.TextField(blank=True)
+
+    # Attached by blockmig.plan_progress / plan_selectors for the plan page (not columns).
+    status: str
+    migration_row: Migration | None
+    progress: Any
+    phase: str
+
+    class Meta:
+        ordering = ["domain_name", "target"]
+        constraints = [models.UniqueConstraint(fields=["plan", "domain_uuid", "target"], name="plandisk_unique_disk")]
+
+    def __str__(self) -> str:
+        return f"{self.domain_name}/{self.target} → {self.destination or '(stays)'}"
+
+    @property
+    def movable(self) -> bool:
+        return not self.blocked_reason

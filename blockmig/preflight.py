@@ -21,6 +21,7 @@ from blockmig.models import MigrationDisk
 from hosts.adapter import BlockJobHost, ConnectFailure, LibvirtFailure, open_block_jobs, uri_is_local
 from hosts.domxml import domain_identity, parse_disks
 from hosts.models import Disk, Hypervisor
+from hosts.records import DiskRecord
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AnonymousUser, User
@@ -229,6 +230,7 @@ def check_on_host(
             raise Refused(f"{name} has no disk {request.target} (it has {', '.join(sorted(live)) or 'none'}).", "disks")
         if not disk.source or disk.type not in ("file", "block"):
             raise Refused(f"{name}/{request.target} has no local file or block source to copy.", "disks")
+        check_disk_movable(disk, name)
         job = host.job(domain_uuid, request.target, live)
         if job is not None:
             where = f" to {job.mirror_path}" if job.mirror_path else ""
@@ -247,6 +249,25 @@ def check_on_host(
         check_not_another_disk(hypervisor, request.destination)
         plan.disks.append(PlannedDisk(request.target, disk.source, chain, request.destination))
     return plan
+
+
+# Devices that hold no guest data worth moving (install media, floppies).
+NOT_MIGRATABLE_DEVICES = ("cdrom", "floppy")
+
+
+def check_disk_movable(disk: DiskRecord, domain_name: str) -> None:
+    """What a disk is, rather than where it goes, that keeps it where it is."""
+    where = f"{domain_name}/{disk.target}"
+    if disk.device in NOT_MIGRATABLE_DEVICES:
+        raise Refused(f"{where} is a {disk.device}: it holds no guest data to move (eject or detach it instead).", "disks")
+    if disk.shareable:
+        raise Refused(
+            f"{where} is shareable (other domains may write it): a mirror would miss their writes; detach it from the "
+            "other domains first.",
+            "disks",
+        )
+    if disk.readonly:
+        raise Refused(f"{where} is read-only: move its image while the domain is stopped, or attach it read-write.", "disks")
 
 
 def check_not_another_disk(hypervisor: Hypervisor, destination: str) -> None:

@@ -41,6 +41,10 @@ def hypervisor_group(hypervisor_id: int) -> str:
     return f"hypervisor-{hypervisor_id}"
 
 
+def plan_group(plan_id: int) -> str:
+    return f"plan-{plan_id}"
+
+
 def seq_key(subject: str) -> str:
     prefix = settings.CHANNEL_LAYERS["default"].get("CONFIG", {}).get("prefix", "blockmig")
     return f"{prefix}:seq:{subject}"
@@ -92,7 +96,7 @@ def _send(groups: list[str], message: dict) -> None:
 def migration_changed(migration_id: int) -> None:
     """A migration's state, progress or timeline changed and is committed."""
     try:
-        row = Migration.objects.filter(pk=migration_id).values("hypervisor_id", "state").first()
+        row = Migration.objects.filter(pk=migration_id).values("hypervisor_id", "state", "plan_id").first()
         if row is None:
             return
         seq = next_seq(f"migration:{migration_id}")
@@ -103,9 +107,22 @@ def migration_changed(migration_id: int) -> None:
             "state": row["state"],
             "hypervisor_id": row["hypervisor_id"],
         }
-        _send([migration_group(migration_id), DASHBOARD_GROUP, hypervisor_group(row["hypervisor_id"])], message)
+        groups = [migration_group(migration_id), DASHBOARD_GROUP, hypervisor_group(row["hypervisor_id"])]
+        if row["plan_id"]:
+            groups.append(plan_group(row["plan_id"]))  # the plan page's bars and totals
+        _send(groups, message)
     except Exception:
         log.exception("could not publish the change of migration %s; browsers catch up on resync", migration_id)
+
+
+def plan_changed(plan_id: int) -> None:
+    """An evacuation plan's state or window changed and is committed (its migrations'
+    progress reaches the plan page through migration_changed)."""
+    try:
+        seq = next_seq(f"plan:{plan_id}")
+        _send([plan_group(plan_id)], {"type": "plan.changed", "id": plan_id, "seq": seq})
+    except Exception:
+        log.exception("could not publish the change of plan %s; browsers catch up on resync", plan_id)
 
 
 def inventory_changed(hypervisor_id: int) -> None:

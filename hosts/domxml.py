@@ -94,6 +94,7 @@ def parse_disks(domain_xml: str) -> tuple[DiskRecord, ...]:
                 format=disk_format,
                 source=source,
                 readonly=disk.find("readonly") is not None,
+                shareable=disk.find("shareable") is not None,
                 chain=_chain(disk, disk_type, source, disk_format) if source else (),
                 job=_mirror(disk),
             )

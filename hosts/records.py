@@ -43,6 +43,7 @@ class DiskRecord:
     format: str = ""
     source: str = ""
     readonly: bool = False
+    shareable: bool = False  # <shareable/>: other domains may write it at the same time
     chain: tuple[ChainLayer, ...] = ()
     job: BlockJobInfo | None = None
     # False when the layers end where nothing could tell what lies below (a stopped

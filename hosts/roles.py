@@ -14,9 +14,19 @@ VIEW = [
     "blockmig.view_migration",
     "blockmig.view_migrationdisk",
     "blockmig.view_auditevent",
+    "blockmig.view_plan",
+    "blockmig.view_plandisk",
 ]
-OPERATE = ["blockmig.add_migration", "blockmig.change_migration", "blockmig.abort_migration", "hosts.change_domain"]
-APPROVE = ["blockmig.approve_migration", "blockmig.abort_migration"]
+OPERATE = [
+    "blockmig.add_migration",
+    "blockmig.change_migration",
+    "blockmig.abort_migration",
+    "hosts.change_domain",
+    # Evacuation plans: build, pause and resume them, change a draft's window.
+    "blockmig.add_plan",
+    "blockmig.change_plan",
+]
+APPROVE = ["blockmig.approve_migration", "blockmig.abort_migration", "blockmig.approve_plan"]
 ADMINISTER = [
     "hosts.add_hypervisor",
     "hosts.change_hypervisor",
