@@ -108,11 +108,12 @@ def parse_volume_xml(text: str) -> ImageFacts:
 
     def size(tag: str) -> int | None:
         element = root.find(tag)
-        if element is None or not (element.text or "").strip():
+        text = (element.text or "").strip() if element is not None else ""
+        if element is None or not text:
             return None
         unit = element.get("unit", "bytes")
         factor = {"bytes": 1, "b": 1, "KiB": 1024, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}.get(unit, 1)
-        return int(element.text.strip()) * factor
+        return int(text) * factor
 
     # allocation: bytes the file takes on the host's disk, what qemu-img calls actual-size.
     allocation = size("allocation")

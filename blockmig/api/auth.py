@@ -3,6 +3,9 @@ session (with its CSRF check, DRF's SessionAuthentication)."""
 
 from __future__ import annotations
 
+from django.contrib.auth.models import User
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
@@ -11,6 +14,14 @@ from blockmig.api.models import ApiToken
 from blockmig.api.tokens import TokenRefused, token_authenticate
 
 SCHEMES = ("bearer", "token")
+
+
+def signed_in_user(request: HttpRequest | Request) -> User:
+    """The caller of a view that only signed-in users reach (the API's permission check, the
+    console's login requirement): typed as a user, so the ORM takes it as one."""
+    if not isinstance(request.user, User):
+        raise PermissionDenied("Sign in first.")
+    return request.user
 
 
 class TokenAuthenticationFailed(exceptions.AuthenticationFailed):

@@ -90,7 +90,9 @@ def _translate(exc: Exception) -> tuple[str, str, dict]:
         fields = _field_errors(exc.detail)
         return "invalid", _first_message(fields, "The request is invalid."), fields
     if isinstance(exc, exceptions.Throttled):
-        wait = f" Retry in {int(exc.wait + 0.999)} s." if exc.wait is not None else ""
+        # DRF sets Throttled.wait in __init__; djangorestframework-stubs 3.18.1 leaves it out.
+        seconds = exc.wait  # type: ignore[attr-defined]
+        wait = f" Retry in {int(seconds + 0.999)} s." if seconds is not None else ""
         return "rate_limited", f"Too many requests for this token.{wait}", {}
     if isinstance(exc, exceptions.NotAuthenticated):
         return "not_authenticated", "Sign in first: send “Authorization: Bearer <token>” (create one on /profile/).", {}

@@ -22,6 +22,7 @@ from rest_framework.exceptions import APIException
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from blockmig.api.auth import signed_in_user
 from blockmig.api.errors import ApiError
 from blockmig.api.models import IdempotencyRecord
 
@@ -43,7 +44,7 @@ def _claim(request: Request, key: str, print_: str) -> IdempotencyRecord | None:
     """The new record if this request is the first with the key, else None."""
     try:
         with transaction.atomic():
-            return IdempotencyRecord.objects.create(user=request.user, key=key, fingerprint=print_)
+            return IdempotencyRecord.objects.create(user=signed_in_user(request), key=key, fingerprint=print_)
     except IntegrityError:
         return None
 
@@ -52,7 +53,7 @@ def _wait_for(request: Request, key: str, print_: str) -> Response:
     """The stored response of the first request with this key (waiting while it runs)."""
     deadline = time.monotonic() + settings.BLOCKMIG_API_IDEMPOTENCY_WAIT_SECONDS
     while True:
-        record = IdempotencyRecord.objects.filter(user=request.user, key=key).first()
+        record = IdempotencyRecord.objects.filter(user=signed_in_user(request), key=key).first()
         if record is None:
             # The first request failed with a server error and let the key go: run this one.
             raise _Released()
@@ -85,7 +86,7 @@ def run_once(request: Request, perform: Callable[[], Response], on_refusal: Call
         )
     print_ = fingerprint(request)
     keep = timedelta(hours=settings.BLOCKMIG_API_IDEMPOTENCY_HOURS)
-    IdempotencyRecord.objects.filter(user=request.user, key=key, created_at__lt=timezone.now() - keep).delete()
+    IdempotencyRecord.objects.filter(user=signed_in_user(request), key=key, created_at__lt=timezone.now() - keep).delete()
     for _ in range(3):
         record = _claim(request, key, print_)
         if record is None:

@@ -12,6 +12,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
+from blockmig.api.auth import signed_in_user
 from blockmig.api.models import ApiToken
 from blockmig.api.tokens import MAX_NAME, token_create, token_revoke
 from blockmig.errors import Refused
@@ -51,7 +52,7 @@ def profile(request: HttpRequest) -> HttpResponse:
     context = {
         "form": form,
         "created": created,
-        "tokens": ApiToken.objects.filter(user=request.user),
+        "tokens": ApiToken.objects.filter(user=signed_in_user(request)),
         "roles": user_roles(request.user),
         "now": timezone.now(),
     }

@@ -185,7 +185,9 @@ class MigrationSerializer(serializers.ModelSerializer):
 
 
 class AuditEventSerializer(serializers.ModelSerializer):
-    label = serializers.SerializerMethodField()
+    # A declared field named like Field.label: DRF's metaclass takes it out of the class
+    # attributes, so the serializer's own label is untouched.
+    label = serializers.SerializerMethodField()  # type: ignore[assignment]
     actor = serializers.SerializerMethodField(help_text="The user's name, or “blockmig” for the engine.")
     system = serializers.SerializerMethodField(help_text="True for the engine's own steps.")
     hypervisor = serializers.CharField(source="hypervisor_name", read_only=True)
@@ -283,7 +285,8 @@ class MeSerializer(serializers.Serializer):
 class ErrorDetailSerializer(serializers.Serializer):
     code = serializers.CharField()
     message = serializers.CharField()
-    fields = serializers.DictField(child=serializers.ListField(child=serializers.CharField()))
+    # Named like Serializer.fields; as above, the metaclass keeps it apart from that property.
+    fields = serializers.DictField(child=serializers.ListField(child=serializers.CharField()))  # type: ignore[assignment]
 
 
 class ErrorSerializer(serializers.Serializer):

@@ -5,6 +5,7 @@ console session), so the audit trail says the action came through the API."""
 
 from __future__ import annotations
 
+from contextvars import Token
 from datetime import timedelta
 
 from django.contrib.auth import authenticate
@@ -24,7 +25,7 @@ from rest_framework.views import APIView
 
 from blockmig import lifecycle, selectors
 from blockmig.api import serializers as s
-from blockmig.api.auth import via_of
+from blockmig.api.auth import signed_in_user, via_of
 from blockmig.api.errors import ApiError
 from blockmig.api.idempotency import run_once
 from blockmig.api.models import ApiToken
@@ -79,7 +80,7 @@ class ApiView(APIView):
 
     def initial(self, request: Request, *args, **kwargs) -> None:
         super().initial(request, *args, **kwargs)
-        self._via = AUDIT_VIA.set(via_of(request))
+        self._via: Token[str] | None = AUDIT_VIA.set(via_of(request))
 
     def finalize_response(self, request: Request, response, *args, **kwargs):
         marker = getattr(self, "_via", None)
@@ -124,7 +125,7 @@ class TokenListCreateView(ApiView):
 
     @extend_schema(responses={200: s.TokenSerializer(many=True), **ERRORS}, summary="Your API tokens")
     def get(self, request: Request) -> Response:
-        tokens = ApiToken.objects.filter(user=request.user)
+        tokens = ApiToken.objects.filter(user=signed_in_user(request))
         return Response(s.TokenSerializer(tokens, many=True).data)
 
     @extend_schema(
@@ -153,7 +154,7 @@ class TokenListCreateView(ApiView):
 class TokenRevokeView(ApiView):
     @extend_schema(responses={200: s.TokenSerializer, **ERRORS}, summary="Revoke one of your tokens (at once)")
     def delete(self, request: Request, prefix: str) -> Response:
-        token = ApiToken.objects.filter(user=request.user, prefix=prefix).first()
+        token = ApiToken.objects.filter(user=signed_in_user(request), prefix=prefix).first()
         if token is None:
             raise NotFound(f"You have no token with the prefix {prefix}.")
         return Response(s.TokenSerializer(token_revoke(token=token, user=request.user)).data)
@@ -306,7 +307,7 @@ class MigrationListCreate(ApiView, generics.ListAPIView):
         if params.get("domain"):
             qs = qs.filter(Q(domain_name__icontains=params["domain"]) | Q(domain_uuid=params["domain"].lower()))
         if params.get("active", "").lower() in ("1", "true", "yes"):
-            qs = qs.filter(active_rank=0)
+            qs = qs.filter(active_rank=0)  # type: ignore[misc]  # annotated by selectors.migrations_for_list
         return qs
 
     def list(self, request: Request, *args, **kwargs) -> Response:
@@ -363,7 +364,7 @@ class MigrationListCreate(ApiView, generics.ListAPIView):
                 form_data[MigrationRequestForm.choose_field(item["target"])] = True
         form = MigrationRequestForm(form_data, hypervisor=hypervisor, disks=disks, single=single)
         if not form.is_valid():
-            errors = {f: list(m) for f, m in form.errors.items()}
+            errors = {f: [str(m) for m in ms] for f, ms in form.errors.items()}
             lifecycle.migration_request_invalid(user=request.user, hypervisor=hypervisor, domain_uuid=domain.uuid, errors=errors)
             fields = _form_fields(errors, field_to_target)
             raise ApiError("invalid", _first(fields), fields)
@@ -376,10 +377,10 @@ class MigrationListCreate(ApiView, generics.ListAPIView):
                 **form.lifecycle_kwargs(),
             )
         except Refused as refused:
-            field = refused.field
-            if field == "destination" and single:
-                field = f"disks.{disks[0].target}.destination"
-            raise ApiError("refused", refused.message, {field: [refused.message]} if field else {}) from None
+            refused_field = refused.field
+            if refused_field == "destination" and single:
+                refused_field = f"disks.{disks[0].target}.destination"
+            raise ApiError("refused", refused.message, {refused_field: [refused.message]} if refused_field else {}) from None
         location = reverse("api:migration_detail", args=[migration.pk])
         return migration_body(request, migration.pk, status.HTTP_201_CREATED, {"Location": location})
 
