@@ -9,6 +9,7 @@ The limits (blockmig.limits) and the engine ask these; nothing here writes.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from django.utils import timezone
 from django.utils.formats import date_format
@@ -76,3 +77,12 @@ def pivot_allowed_by(migration: Migration, *, auto_pivot: bool, now: datetime | 
     if auto_pivot:
         return {**details, "policy": "auto_pivot"}
     return None
+
+
+def plan_paused(me: Any, usage: Any, ahead: Any) -> str | None:
+    """A condition of blockmig.limits (`CONDITIONS`): a copy of a paused plan waits, with
+    the plan's reason, until someone resumes the plan."""
+    migration = Migration.objects.filter(pk=me.id).only("pk", "plan_id").first()
+    if migration is None or migration.plan_id is None:
+        return None
+    return copy_wait_reason(migration) or None

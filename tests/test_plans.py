@@ -5,6 +5,7 @@ abort all (each through the lifecycle, audited), and the plan's end with its las
 from __future__ import annotations
 
 from datetime import timedelta
+from types import SimpleNamespace
 
 import pytest
 from django.utils import timezone
@@ -14,7 +15,7 @@ from blockmig.lifecycle import migration_transition
 from blockmig.models import AuditEvent, Migration, Plan
 from blockmig.plan_building import DiskFacts, bytes_to_copy, destination_for, select_disks, space_problem
 from blockmig.plan_progress import plan_totals
-from blockmig.plan_rules import copy_wait_reason, pivot_allowed_by, window_problem
+from blockmig.plan_rules import copy_wait_reason, pivot_allowed_by, plan_paused, window_problem
 from blockmig.plan_states import IllegalPlanTransition, PlanState, plan_next_state
 from blockmig.plans import plan_abort, plan_approve, plan_build, plan_discard, plan_pause, plan_resume, plan_set_window
 from tests.plan_factories import GIB, add_migrations, make_host, make_plan
@@ -276,3 +277,13 @@ def test_window_of_an_approved_plan_changes_only_by_an_approver(users):
     assert plan.window_start == start
     event = AuditEvent.objects.get(event_type="plan_window_changed", details__plan=plan.pk)
     assert event.details["from"] == [None, None] and "opens" in event.details["now"]
+
+
+@pytest.mark.django_db
+def test_the_limits_condition_holds_copies_of_a_paused_plan_only(users):
+    plan = make_plan(users["operator"], state="paused", approved_by=users["approver"])
+    (waiting,) = add_migrations(plan, ["requested"])
+    assert "paused" in plan_paused(SimpleNamespace(id=waiting.pk), None, [])
+    plan.state = "running"
+    plan.save()
+    assert plan_paused(SimpleNamespace(id=waiting.pk), None, []) is None
