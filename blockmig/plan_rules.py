@@ -86,3 +86,18 @@ def plan_paused(me: Any, usage: Any, ahead: Any) -> str | None:
     if migration is None or migration.plan_id is None:
         return None
     return copy_wait_reason(migration) or None
+
+
+def pivot_covered(migration: Migration) -> str:
+    """Why a ready migration of a plan needs no approval now, in words for its page ("" =
+    it needs one): the plan's approval covers it, or it was approved while the window was shut."""
+    plan = plan_of(migration)
+    if plan is None:
+        return ""
+    waits = window_problem(plan)
+    if plan.pivot_policy == Plan.PivotPolicy.PLAN and plan.approved_by is not None:
+        then = "it waits for the plan's window" if waits else "it follows at the engine's next look"
+        return f"Plan #{plan.pk}'s approval (by {plan.approved_by.get_username()}) covers this pivot: {then}."
+    if migration.approved_by is not None and waits:
+        return f"Approved by {migration.approved_by.get_username()}: the pivot waits for plan #{plan.pk}'s window."
+    return ""

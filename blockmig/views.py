@@ -32,7 +32,7 @@ from django.template.response import TemplateResponse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
-from blockmig import lifecycle, progress, selectors, states
+from blockmig import lifecycle, plan_rules, preflight, progress, selectors, states
 from blockmig.errors import Refused
 from blockmig.forms import AuditFilterForm, AutoPivotForm, BandwidthForm, MigrationRequestForm, storage_roots
 from blockmig.models import AuditEvent, Migration
@@ -46,8 +46,8 @@ MIGRATIONS_PER_PAGE = 25
 EVENTS_PER_PAGE = 50
 FRAGMENTS = {"migration_status", "migration_actions", "migration_timeline", "migration_disks"}
 EXPORT_TYPES = {"csv": "text/csv; charset=utf-8", "json": "application/json"}
-# Disks that hold no guest data worth moving (install media, floppies).
-NOT_MIGRATABLE_DEVICES = {"cdrom", "floppy"}
+# Disks that hold no guest data worth moving (install media, floppies): preflight's rule.
+NOT_MIGRATABLE_DEVICES = set(preflight.NOT_MIGRATABLE_DEVICES)
 
 
 def _deny(perm: str, doing: str):
@@ -82,8 +82,13 @@ def available_actions(migration: Migration, user) -> Actions:
     note = ""
     if approver and own and states.may_approve(state):
         note = "You requested this migration, so another approver must approve its pivot (four eyes)."
+    # A plan's migration approved while its window was shut (or covered by the plan's own
+    # approval) needs no approval now: the pivot follows when the window opens.
+    covered = migration.plan_id is not None and states.may_approve(state) and plan_rules.pivot_covered(migration)
+    if covered and approver:
+        note = covered
     return Actions(
-        approve=approver and not own and states.may_approve(state),
+        approve=approver and not own and states.may_approve(state) and not covered,
         abort=user.has_perm("blockmig.abort_migration") and states.may_abort(state),
         bandwidth=user.has_perm("blockmig.change_migration") and states.may_change_bandwidth(state),
         approve_note=note,
@@ -106,6 +111,8 @@ def migration_context(migration: Migration, user) -> dict:
             host_supports_sync=host.supports_sync_writes,
         ),
         "actions": available_actions(migration, user),
+        # A ready migration of an evacuation plan whose window keeps its pivot back.
+        "plan_wait": plan_rules.pivot_wait_reason(migration) if migration.plan_id and migration.state == State.READY else "",
         "bandwidth_form": BandwidthForm(initial={"bandwidth_mib": migration.bandwidth_mib}, auto_id="id_bw_%s"),
         "timeline": list(migration.events.all()),
         "disks": disks,

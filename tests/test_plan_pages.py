@@ -5,10 +5,14 @@ when empty."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 
 from blockmig.models import AuditEvent, Plan
+from hosts.models import Domain
 from tests.plan_factories import add_migrations, make_host, make_plan
 
 pytestmark = pytest.mark.django_db
@@ -186,3 +190,24 @@ def test_plan_fragment_for_htmx(client_for, users):
     response = client_for("viewer").get(reverse("plan_detail", args=[plan.pk]) + "?fragment=plan_disks", HTTP_HX_REQUEST="true")
     assert response.status_code == 200
     assert response.text.lstrip().startswith(f'<section class="card" id="plan-{plan.pk}-disks"')
+
+
+@pytest.mark.parametrize(("role", "offered"), [("viewer", False), ("operator", True), ("approver", False), ("admin", True)])
+def test_host_and_domain_pages_offer_evacuate_to_operators(client_for, role, offered):
+    host = make_host("kvm01")
+    domain = Domain.objects.create(hypervisor=host, uuid="11111111-2222-4333-8444-555555555555", name="web1", state="running")
+    host_page = client_for(role).get(reverse("hypervisor_detail", args=["kvm01"])).text
+    domain_page = client_for(role).get(reverse("domain_detail", args=["kvm01", domain.uuid])).text
+    assert ("Evacuate storage…" in host_page) is offered
+    assert (f"{reverse('plan_new', args=['kvm01'])}?domain={domain.uuid}" in domain_page) is offered
+    assert ">Plans</a>" in host_page  # every role may see plans
+
+
+def test_a_plan_migration_approved_by_the_plan_offers_no_second_approval(client_for, users):
+    plan = make_plan(users["operator"], state="running", pivot_policy="plan", approved_by=users["approver"],
+                     window_start=timezone.now() + timedelta(hours=1))  # fmt: skip
+    (migration,) = add_migrations(plan, ["ready"], done=2**30)
+    page = client_for("approver").get(reverse("migration_detail", args=[migration.pk])).text
+    assert "Approve and pivot" not in page
+    assert f"Plan #{plan.pk}&#x27;s approval (by approver) covers this pivot: it waits for the plan&#x27;s window." in page
+    assert f"Pivots wait for plan #{plan.pk}&#x27;s maintenance window" in page

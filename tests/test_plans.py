@@ -11,7 +11,7 @@ import pytest
 from django.utils import timezone
 
 from blockmig.errors import Refused
-from blockmig.lifecycle import migration_transition
+from blockmig.lifecycle import migration_approve, migration_transition
 from blockmig.models import AuditEvent, Migration, Plan
 from blockmig.plan_building import DiskFacts, bytes_to_copy, destination_for, select_disks, space_problem
 from blockmig.plan_progress import plan_totals
@@ -287,3 +287,18 @@ def test_the_limits_condition_holds_copies_of_a_paused_plan_only(users):
     plan.state = "running"
     plan.save()
     assert plan_paused(SimpleNamespace(id=waiting.pk), None, []) is None
+
+
+@pytest.mark.django_db
+def test_a_pivot_approved_outside_the_window_is_recorded_and_waits(users):
+    plan = make_plan(users["operator"], state="running", approved_by=users["approver"],
+                     window_start=timezone.now() + timedelta(hours=1))  # fmt: skip
+    (migration,) = add_migrations(plan, ["ready"])
+    migration_approve(migration=migration, user=users["approver"])
+    migration.refresh_from_db()
+    assert migration.state == "ready" and migration.approved_by == users["approver"]
+    event = AuditEvent.objects.get(migration=migration, event_type="plan_pivot_window")
+    assert event.actor_name == "approver" and "opens" in event.details["waits"]
+    assert pivot_allowed_by(migration, auto_pivot=False) is None  # not before the window
+    later = timezone.now() + timedelta(hours=2)
+    assert pivot_allowed_by(migration, auto_pivot=False, now=later)["policy"] == "approved_pivot"
