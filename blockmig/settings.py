@@ -304,5 +304,5 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
-    "ENUM_NAME_OVERRIDES": {"MigrationStateEnum": "blockmig.states.State"},
+    "ENUM_NAME_OVERRIDES": {"MigrationStateEnum": "blockmig.states.State", "PlanStateEnum": "blockmig.plan_states.PlanState"},
 }
