@@ -57,6 +57,11 @@ class EventType(models.TextChoices):
     PLAN_MIGRATION_REFUSED = "plan_migration_refused", "Plan disk could not be requested"
     PLAN_PIVOT = "plan_pivot", "Pivot covered by the plan's approval"
     PLAN_PIVOT_WINDOW = "plan_pivot_window", "Approved pivot waits for the plan's window"
+    # Admins' changes to notifications (blockmig.notify.endpoints).
+    WEBHOOK_ADDED = "webhook_added", "Webhook endpoint added"
+    WEBHOOK_CHANGED = "webhook_changed", "Webhook endpoint changed"
+    WEBHOOK_DELETED = "webhook_deleted", "Webhook endpoint deleted"
+    DELIVERY_RETRIED = "delivery_retried", "Notification delivery retried"
     # Sign-in (blockmig.login_audit).
     LOGIN_FAILED = "login_failed", "Sign-in failed"
     LOGIN_LOCKED_OUT = "login_locked_out", "Sign-in locked out"

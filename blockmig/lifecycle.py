@@ -38,6 +38,7 @@ from blockmig.audit import audit_record
 from blockmig.errors import Refused
 from blockmig.leases import Lease, LeaseLost
 from blockmig.models import AuditEvent, Migration, MigrationDisk
+from blockmig.notify.outbox import notify_transition
 from blockmig.plan_progress import plan_migration_ended
 from blockmig.plan_rules import pivot_wait_reason
 from blockmig.preflight import DiskRequest, check_bandwidth, preflight_request
@@ -120,6 +121,8 @@ def migration_transition(
             to_state=migration.state,
             details=_with_lease(details, lease),
         )
+        # The outbox row commits with the change; it is sent later, outside (blockmig.notify).
+        notify_transition(migration, from_state=current, event_type=event_type or str(migration.state), actor=actor)
         if migration.plan_id and migration.state in TERMINAL_STATES:
             plan_migration_ended(migration.plan_id)  # the plan ends with its last migration
         _publish_on_commit(migration.pk)

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from django.dispatch import receiver
 
-from blockmig import publish
+from blockmig import metrics, publish
 from blockmig.audit import audit_record
-from hosts.signals import hypervisor_changed, inventory_changed
+from hosts.signals import hypervisor_changed, inventory_changed, sync_finished
 
 
 @receiver(hypervisor_changed, dispatch_uid="blockmig.audit_hypervisor_changed")
@@ -26,3 +26,9 @@ def audit_hypervisor_changed(sender, *, hypervisor, user, action: str, details: 
 def publish_inventory_changed(sender, *, hypervisor_id: int, **kwargs) -> None:
     # Sent after the commit; publish never raises (a Redis outage must not fail a sync).
     publish.inventory_changed(hypervisor_id)
+
+
+@receiver(sync_finished, dispatch_uid="blockmig.count_sync_finished")
+def count_sync_finished(sender, *, hypervisor, ok: bool, duration: float, **kwargs) -> None:
+    # Counted in Redis, which every process that syncs shares (never raises).
+    metrics.record_sync(hypervisor.name, ok=ok, duration=duration)

@@ -108,6 +108,7 @@ INSTALLED_APPS = [
     "hosts",
     "blockmig",
     "blockmig.api",
+    "blockmig.notify",
 ]
 
 MIDDLEWARE = [
@@ -304,5 +305,42 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
-    "ENUM_NAME_OVERRIDES": {"MigrationStateEnum": "blockmig.states.State", "PlanStateEnum": "blockmig.plan_states.PlanState"},
+    "ENUM_NAME_OVERRIDES": {"MigrationStateEnum": "blockmig.states.State"},
 }
+
+# --- notifications, metrics and health (issue 12; docs/operations.md) --------------------
+# Links in emails and webhook bodies point here (the address people open the console at).
+BLOCKMIG_BASE_URL = os.environ.get("BLOCKMIG_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
+# Email through Django's mailers: the lab writes each mail to a file under var/mail/; a
+# deployment sets BLOCKMIG_EMAIL_BACKEND=django.core.mail.backends.smtp.EmailBackend and EMAIL_*.
+_MAIL_BACKEND = os.environ.get("BLOCKMIG_EMAIL_BACKEND", "django.core.mail.backends.filebased.EmailBackend")
+_MAIL_OPTIONS: dict = {}
+if _MAIL_BACKEND.endswith("filebased.EmailBackend"):
+    _MAIL_OPTIONS = {"file_path": os.environ.get("BLOCKMIG_EMAIL_FILE_PATH", str(VAR_DIR / "mail"))}
+elif _MAIL_BACKEND.endswith("smtp.EmailBackend"):
+    _MAIL_OPTIONS = {
+        "host": os.environ.get("EMAIL_HOST", "localhost"),
+        "port": int(os.environ.get("EMAIL_PORT", "25")),
+        "username": os.environ.get("EMAIL_HOST_USER", ""),
+        "password": os.environ.get("EMAIL_HOST_PASSWORD", ""),
+        "use_tls": _env_bool("EMAIL_USE_TLS"),
+        "use_ssl": _env_bool("EMAIL_USE_SSL"),
+        "timeout": float(os.environ.get("EMAIL_TIMEOUT", "10")),
+    }
+MAILERS = {"default": {"BACKEND": _MAIL_BACKEND, "OPTIONS": _MAIL_OPTIONS}}
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "blockmig@localhost")
+# A delivery that fails is tried again after RETRY, 2×RETRY, 4×RETRY … seconds (at most
+# RETRY_MAX apart), and marked failed after MAX_ATTEMPTS attempts.
+BLOCKMIG_NOTIFY_MAX_ATTEMPTS = int(os.environ.get("BLOCKMIG_NOTIFY_MAX_ATTEMPTS", "8"))
+BLOCKMIG_NOTIFY_RETRY_SECONDS = float(os.environ.get("BLOCKMIG_NOTIFY_RETRY_SECONDS", "30"))
+BLOCKMIG_NOTIFY_RETRY_MAX_SECONDS = float(os.environ.get("BLOCKMIG_NOTIFY_RETRY_MAX_SECONDS", "3600"))
+# How often each worker's sender looks for due deliveries, and how long one webhook may take.
+BLOCKMIG_NOTIFY_POLL_SECONDS = float(os.environ.get("BLOCKMIG_NOTIFY_POLL_SECONDS", "2"))
+BLOCKMIG_WEBHOOK_TIMEOUT = float(os.environ.get("BLOCKMIG_WEBHOOK_TIMEOUT", "5"))
+# /metrics: a request with `Authorization: Bearer <METRICS_TOKEN>` (when set) or from an
+# address in METRICS_ALLOW (comma-separated addresses or networks; default this machine only).
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
+METRICS_ALLOW = _env_list("METRICS_ALLOW", "127.0.0.1/32,::1/128")
+# A worker counts as alive for /readyz while its Redis heartbeat (renewed every third of
+# this) has not lapsed.
+BLOCKMIG_WORKER_ALIVE_SECONDS = float(os.environ.get("BLOCKMIG_WORKER_ALIVE_SECONDS", "15"))

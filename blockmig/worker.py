@@ -19,7 +19,9 @@ from django.db import Error as DatabaseError  # any database failure, InterfaceE
 from django.db import connection
 
 from blockmig.engine import Driver
+from blockmig.health import WorkerHeartbeat
 from blockmig.leases import Lease, lease_claim_next
+from blockmig.notify.sender import DeliveryLoop
 from blockmig.wake import WakeListener
 
 log = logging.getLogger("blockmig.worker")
@@ -123,11 +125,15 @@ class Worker:
 
     def run(self) -> None:
         WakeListener(self.on_wake, self.stopping).start()
+        # Notifications are sent by a thread of each worker (blockmig.notify.sender says why).
+        DeliveryLoop(self.worker_id, self.stopping).start()
+        heartbeat = WorkerHeartbeat(self.worker_id)  # what /readyz counts as a live worker
         log.info(
             "worker %s: %d migration slots, polling every %g s", self.worker_id, self.pool.slots, settings.BLOCKMIG_POLL_SECONDS
         )
         while not self.stopping.is_set():
             self.wakeup.clear()
+            heartbeat.beat()
             try:
                 _drop_unusable_connection()
                 self.claim()
@@ -137,6 +143,7 @@ class Worker:
             except Exception:
                 log.exception("worker %s: claim pass failed", self.worker_id)
             self.wakeup.wait(settings.BLOCKMIG_POLL_SECONDS)
+        heartbeat.forget()
 
     def drain(self, timeout: float = 30) -> None:
         self.pool.drain(timeout)

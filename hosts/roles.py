@@ -35,6 +35,13 @@ ADMINISTER = [
     "auth.add_user",
     "auth.change_user",
     "auth.view_group",
+    # Notifications (blockmig.notify): webhook endpoints and the deliveries page.
+    "notify.view_webhookendpoint",
+    "notify.add_webhookendpoint",
+    "notify.change_webhookendpoint",
+    "notify.delete_webhookendpoint",
+    "notify.view_delivery",
+    "notify.change_delivery",
 ]
 
 ROLE_PERMISSIONS: dict[str, list[str]] = {

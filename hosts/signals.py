@@ -6,6 +6,10 @@ listens (blockmig.receivers), so the inventory does not depend on the migration 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import wraps
+from typing import Protocol
+
 from django.db import transaction
 from django.dispatch import Signal
 
@@ -67,6 +71,34 @@ def announce_hypervisor_deleted(hypervisor: Hypervisor, user, source: str, value
         action="deleted",
         details={"source": source, **values},
     )
+
+
+# Sent after every sync of a hypervisor, whether it worked or not (metrics count them:
+# blockmig.receivers). Arguments: hypervisor, ok, error (str), duration (seconds).
+sync_finished = Signal()
+
+
+class SyncOutcome(Protocol):
+    """What sync_finished reports of a sync's result (hosts.sync.SyncResult)."""
+
+    @property
+    def ok(self) -> bool: ...
+    @property
+    def error(self) -> str: ...
+    @property
+    def duration(self) -> float: ...
+
+
+def reports_sync[R: SyncOutcome](sync: Callable[..., R]) -> Callable[..., R]:
+    """Wraps hypervisor_sync so that each of its results is announced on sync_finished."""
+
+    @wraps(sync)
+    def wrapped(hypervisor, *args, **kwargs):
+        result = sync(hypervisor, *args, **kwargs)
+        sync_finished.send(sender=Hypervisor, hypervisor=hypervisor, ok=result.ok, error=result.error, duration=result.duration)
+        return result
+
+    return wrapped
 
 
 def announce_inventory_changed(hypervisor_id: int) -> None:

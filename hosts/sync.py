@@ -22,7 +22,7 @@ from django.utils import timezone
 from hosts import models
 from hosts.adapter import ConnectFailure, HostConnection, LibvirtFailure
 from hosts.records import DiskRecord, DomainRecord, HostFacts, Inventory
-from hosts.signals import announce_inventory_changed
+from hosts.signals import announce_inventory_changed, reports_sync
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +63,7 @@ class SyncResult:
     duration: float = 0.0  # seconds, libvirt and database together
 
 
+@reports_sync
 def hypervisor_sync(hypervisor: models.Hypervisor, *, force: bool = False, reread: Iterable[str] = ()) -> SyncResult:
     """Bring the stored inventory of `hypervisor` in line with what libvirt reports now.
 

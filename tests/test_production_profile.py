@@ -36,6 +36,8 @@ PRODUCTION_ENV = {
     "DJANGO_SECURE_HSTS_SECONDS": "31536000",
     "DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS": "1",
     "DJANGO_SECURE_HSTS_PRELOAD": "1",
+    # The lab's file mailer is development-only (check --deploy says so): production mails.
+    "BLOCKMIG_EMAIL_BACKEND": "django.core.mail.backends.smtp.EmailBackend",
 }
 
 
