@@ -164,6 +164,13 @@ class HostConnection:
         self.conn: libvirt.virConnect | None = None
         self.calls = 0
 
+    @property
+    def open_conn(self) -> libvirt.virConnect:
+        """The connection, inside the with-block (outside it there is none)."""
+        if self.conn is None:
+            raise RuntimeError(f"{self.uri}: not connected (used outside `with HostConnection(...)`)")
+        return self.conn
+
     def __enter__(self) -> HostConnection:
         self.conn = _open(self.uri, self.timeout)
         self.calls += 1
@@ -172,7 +179,7 @@ class HostConnection:
     def __exit__(self, *exc) -> None:
         if self.conn is not None:
             try:
-                self.conn.close()
+                self.open_conn.close()
             except libvirt.libvirtError:
                 pass
             self.conn = None
@@ -197,14 +204,14 @@ class HostConnection:
 
     def alive(self) -> bool:
         try:
-            return self.conn is not None and self.conn.isAlive() == 1
+            return self.conn is not None and self.open_conn.isAlive() == 1
         except libvirt.libvirtError:
             return False
 
     # -- inventory -------------------------------------------------------------------
 
     def facts(self) -> HostFacts:
-        conn = self.conn
+        conn = self.open_conn
         driver = self._call(conn.getType)
         lib_version = self._call(conn.getLibVersion)
         hv_version = self._call(conn.getVersion)
@@ -227,7 +234,7 @@ class HostConnection:
 
     def _kvm_available(self) -> bool:
         try:
-            self._call(self.conn.getDomainCapabilities, None, None, None, "kvm")
+            self._call(self.open_conn.getDomainCapabilities, None, None, None, "kvm")
             return True
         except LibvirtFailure:
             return False
@@ -242,7 +249,7 @@ class HostConnection:
         per re-read domain (no bulk call returns disk bus, format or mirror) + one
         blockJobInfo per mirror job found in those XMLs (for cur/end).
         """
-        conn = self.conn
+        conn = self.open_conn
         known = known or {}
         before = self.calls
         domains = self._call(conn.listAllDomains, 0)
@@ -295,7 +302,7 @@ class HostConnection:
             info = self._call(dom.blockJobInfo, disk.target, libvirt.VIR_DOMAIN_BLOCK_JOB_INFO_BANDWIDTH_BYTES)
         except LibvirtFailure:
             return disk  # the domain or the job ended after the XML read; keep what the XML said
-        if not info:
+        if not info or disk.job is None:
             return disk
         job = replace(disk.job, cur=info.get("cur", 0), end=info.get("end", 0), bandwidth=info.get("bandwidth", 0))
         return replace(disk, job=job)
@@ -356,7 +363,7 @@ class HostConnection:
             return cached
         targets = []
         try:
-            pools = self._call(self.conn.listAllStoragePools, libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE)
+            pools = self._call(self.open_conn.listAllStoragePools, libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE)
         except LibvirtFailure:
             pools = []  # a driver without storage pools
         for pool in pools:
@@ -379,7 +386,7 @@ class HostConnection:
         if not self._in_a_pool(path):
             return None
         try:
-            volume = self._call(self.conn.storageVolLookupByPath, path)
+            volume = self._call(self.open_conn.storageVolLookupByPath, path)
             return inactive_chains.parse_volume_xml(self._call(volume.XMLDesc, 0))
         except (LibvirtFailure, ET.ParseError):
             return None
@@ -462,9 +469,10 @@ def retarget_definition(domain_xml: str, moves: dict[str, tuple[str, str]]) -> s
     root = ET.fromstring(domain_xml)
     for disk in root.findall("./devices/disk"):
         target = disk.find("target")
-        if target is None or target.get("dev") not in moves:
+        dev = target.get("dev") if target is not None else None
+        if dev is None or dev not in moves:
             continue
-        path, fmt = moves[target.get("dev")]
+        path, fmt = moves[dev]
         disk.set("type", "file")
         for stale in disk.findall("backingStore") + disk.findall("source"):
             disk.remove(stale)
@@ -483,7 +491,7 @@ class BlockJobHost(HostConnection):
 
     def __enter__(self) -> BlockJobHost:
         ensure_event_loop()
-        self._versions_seen = None
+        self._versions_seen: tuple[str, int, int] | None = None
         self._handles: dict[str, libvirt.virDomain] = {}
         super().__enter__()
         return self
@@ -491,10 +499,11 @@ class BlockJobHost(HostConnection):
     def __exit__(self, *exc) -> None:
         for callback_id in getattr(self, "_callbacks", []):
             try:
-                self.conn.domainEventDeregisterAny(callback_id)
+                # None after a failed open: the AttributeError is caught below.
+                self.conn.domainEventDeregisterAny(callback_id)  # type: ignore[union-attr]
             except (libvirt.libvirtError, AttributeError):
                 pass
-        self._callbacks = []
+        self._callbacks: list[int] = []
         super().__exit__(*exc)
 
     @property
@@ -508,7 +517,7 @@ class BlockJobHost(HostConnection):
         the connection is open, and calls on it raise DomainGone once the domain is."""
         handle = self._handles.get(uuid)
         if handle is None:
-            handle = self._handles[uuid] = self._call(self.conn.lookupByUUIDString, uuid)
+            handle = self._handles[uuid] = self._call(self.open_conn.lookupByUUIDString, uuid)
         return handle
 
     def domain_state(self, uuid: str) -> str:
@@ -551,13 +560,14 @@ class BlockJobHost(HostConnection):
     def _versions(self) -> tuple[str, int, int]:
         """(driver, libvirt version, hypervisor version), asked once per connection: they
         cannot change while it is open, and a copy's start waits on every round trip."""
-        if getattr(self, "_versions_seen", None) is None:
-            self._versions_seen = (
-                self._call(self.conn.getType),
-                self._call(self.conn.getLibVersion),
-                self._call(self.conn.getVersion),
+        seen = getattr(self, "_versions_seen", None)
+        if seen is None:
+            seen = self._versions_seen = (
+                self._call(self.open_conn.getType),
+                self._call(self.open_conn.getLibVersion),
+                self._call(self.open_conn.getVersion),
             )
-        return self._versions_seen
+        return seen
 
     def supports_transient_job(self) -> bool:
         driver, lib_version, _hv = self._versions()
@@ -573,7 +583,7 @@ class BlockJobHost(HostConnection):
         if self.is_local:
             return os.path.lexists(path)
         try:
-            self.conn.storageVolLookupByPath(path)
+            self.open_conn.storageVolLookupByPath(path)
             return True
         except libvirt.libvirtError:
             return None
@@ -583,7 +593,7 @@ class BlockJobHost(HostConnection):
         targets it, else None (unknown)."""
         if self.is_local:
             return os.path.isdir(path)
-        for pool in self._call(self.conn.listAllStoragePools, 0):
+        for pool in self._call(self.open_conn.listAllStoragePools, 0):
             try:
                 target = ET.fromstring(pool.XMLDesc(0)).findtext("./target/path", "")
             except libvirt.libvirtError:
@@ -600,7 +610,7 @@ class BlockJobHost(HostConnection):
             st = os.stat(path)
             return f"{st.st_dev}:{st.st_ino}"
         try:
-            return "volume:" + self.conn.storageVolLookupByPath(path).key()
+            return "volume:" + self.open_conn.storageVolLookupByPath(path).key()
         except libvirt.libvirtError:
             return ""
 
@@ -624,7 +634,7 @@ class BlockJobHost(HostConnection):
         """The domains whose live or persistent definition uses `path` as a source, a
         backing layer or a mirror target. Asked before a file is removed (invariant 10)."""
         users = []
-        for dom in self._call(self.conn.listAllDomains, 0):
+        for dom in self._call(self.open_conn.listAllDomains, 0):
             try:
                 if self._domain_uses(dom, path):
                     users.append(dom.name())
@@ -651,7 +661,7 @@ class BlockJobHost(HostConnection):
                 pass
             return
         try:
-            self.conn.storageVolLookupByPath(path).delete(0)
+            self.open_conn.storageVolLookupByPath(path).delete(0)
         except libvirt.libvirtError as error:
             raise LibvirtFailure(f"Could not remove {path}: {error.get_error_message()}") from error
 
@@ -710,7 +720,7 @@ class BlockJobHost(HostConnection):
             self._call(dom.undefine)
 
     def define(self, domain_xml: str) -> None:
-        self._call(self.conn.defineXML, domain_xml)
+        self._call(self.open_conn.defineXML, domain_xml)
 
     def watch(self, uuid: str, on_event) -> None:
         """Call on_event(target, job_type, status) for every BLOCK_JOB_2 event of a domain,
@@ -722,7 +732,7 @@ class BlockJobHost(HostConnection):
             on_event(disk, JOB_TYPE_NAMES.get(job_type, "unknown"), JOB_EVENT_NAMES.get(status, str(status)))
 
         callback_id = self._call(
-            self.conn.domainEventRegisterAny, self.domain(uuid), libvirt.VIR_DOMAIN_EVENT_ID_BLOCK_JOB_2, callback, None
+            self.open_conn.domainEventRegisterAny, self.domain(uuid), libvirt.VIR_DOMAIN_EVENT_ID_BLOCK_JOB_2, callback, None
         )
         self._callbacks.append(callback_id)
 
