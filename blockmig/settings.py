@@ -217,6 +217,12 @@ LOGGING = {
 BLOCKMIG_SYNC_INTERVAL = int(os.environ.get("BLOCKMIG_SYNC_INTERVAL", "30"))
 # Seconds a libvirt connection attempt may take before it counts as a timeout.
 BLOCKMIG_CONNECT_TIMEOUT = float(os.environ.get("BLOCKMIG_CONNECT_TIMEOUT", "10"))
+# Hosts synced at the same time (each holds one libvirt connection and, while it stores, one
+# database connection): one slow or dead host then holds up only its own thread.
+BLOCKMIG_SYNC_WORKERS = int(os.environ.get("BLOCKMIG_SYNC_WORKERS", "16"))
+# Keepalive on every libvirt connection: a probe every INTERVAL s, closed after COUNT unanswered.
+BLOCKMIG_KEEPALIVE_INTERVAL = int(os.environ.get("BLOCKMIG_KEEPALIVE_INTERVAL", "5"))
+BLOCKMIG_KEEPALIVE_COUNT = int(os.environ.get("BLOCKMIG_KEEPALIVE_COUNT", "3"))
 # test:/// URIs may name node files only in this directory (hosts.uris); test:///default is always allowed.
 BLOCKMIG_TEST_DRIVER_DIR = Path(os.environ.get("BLOCKMIG_TEST_DRIVER_DIR", VAR_DIR / "test-nodes"))
 # qemu+ssh's keyfile= may name files only under this directory; unset: keyfile= is refused.

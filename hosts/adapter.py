@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import posixpath
 import threading
+import time
 import xml.etree.ElementTree as ET
 from dataclasses import replace
 from urllib.parse import urlsplit
@@ -114,24 +115,74 @@ def _classify(uri: str, error: libvirt.libvirtError) -> ConnectFailure:
     )
 
 
-def _open(uri: str, timeout: float) -> libvirt.virConnect:
+# Seconds between keepalive probes and how many may go unanswered before libvirt closes
+# the connection: a host that vanishes while connected (cable, power, a firewall that
+# starts dropping) is noticed after about interval x (count + 1) s instead of hanging calls.
+KEEPALIVE = (5, 3)
+
+# Opens that outlived their deadline and still hang inside libvirt (a host that accepted TCP
+# and then said nothing). libvirt.open cannot be cancelled, so their threads are bounded
+# instead: at most one per URI and MAX_HUNG_OPENS in all; past that, refuse at once.
+MAX_HUNG_OPENS = 32
+_hung_lock = threading.Lock()
+_hung_opens: dict[str, float] = {}  # uri -> time.monotonic() when the hung attempt started
+
+
+def hung_opens() -> dict[str, float]:
+    """URIs whose abandoned connection attempt still hangs, with its age in seconds."""
+    now = time.monotonic()
+    with _hung_lock:
+        return {uri: now - started for uri, started in _hung_opens.items()}
+
+
+def _refuse_while_hung(uri: str) -> None:
+    with _hung_lock:
+        started = _hung_opens.get(uri)
+        count = len(_hung_opens)
+    if started is not None:
+        raise ConnectFailure(
+            "timeout",
+            f"{uri} has not answered an earlier connection attempt, started {time.monotonic() - started:.0f} s ago; "
+            "blockmig waits for that one instead of opening another. Check that the host is up and that "
+            "no firewall silently drops the connection.",
+        )
+    if count >= MAX_HUNG_OPENS:
+        raise ConnectFailure(
+            "timeout",
+            f"{count} connection attempts to other hosts still hang, so blockmig opens no more until they end: "
+            "check the hosts whose syncs time out.",
+        )
+
+
+def _open(uri: str, timeout: float, keepalive: tuple[int, int] | None = KEEPALIVE) -> libvirt.virConnect:
+    """Open `uri` within `timeout` seconds, the whole handshake included (TCP, TLS or SSH,
+    authentication, the remote driver's open), with keepalive probes on the connection."""
     problem = uri_problem(uri)
     if problem:
         raise ConnectFailure("bad_uri", problem)
+    _refuse_while_hung(uri)
+    if keepalive:
+        ensure_event_loop()  # keepalive probes are sent and answered from libvirt's event loop
     outcome: dict = {}
     lock = threading.Lock()
+    started = time.monotonic()
 
     def attempt() -> None:
+        conn = error = None
         try:
             conn = libvirt.open(uri)
-        except libvirt.libvirtError as error:
-            outcome["error"] = error
-            return
+        except libvirt.libvirtError as failed:
+            error = failed
         with lock:
             if outcome.get("abandoned"):
-                conn.close()  # the caller gave up waiting; do not leak the late connection
-            else:
+                if conn is not None:
+                    conn.close()  # the caller gave up waiting; do not leak the late connection
+                with _hung_lock:
+                    _hung_opens.pop(uri, None)
+            elif conn is not None:
                 outcome["conn"] = conn
+            else:
+                outcome["error"] = error
 
     # libvirt.open has no timeout of its own; a host that accepts TCP and then says
     # nothing would hang the caller (a web request or the sync loop) forever.
@@ -141,6 +192,8 @@ def _open(uri: str, timeout: float) -> libvirt.virConnect:
     with lock:
         if "conn" not in outcome and "error" not in outcome:
             outcome["abandoned"] = True
+            with _hung_lock:
+                _hung_opens[uri] = started
             raise ConnectFailure(
                 "timeout",
                 f"{uri} did not answer within {timeout:g} s. Check that the host is up, that no firewall "
@@ -148,7 +201,13 @@ def _open(uri: str, timeout: float) -> libvirt.virConnect:
             )
     if "error" in outcome:
         raise _classify(uri, outcome["error"])
-    return outcome["conn"]
+    conn = outcome["conn"]
+    if keepalive and not uri.startswith("test:"):  # the test driver runs in this process: nothing to probe
+        try:
+            conn.setKeepAlive(*keepalive)
+        except libvirt.libvirtError:
+            pass  # a local driver without an RPC connection has nothing to keep alive
+    return conn
 
 
 class HostConnection:
@@ -158,9 +217,10 @@ class HostConnection:
     a bounded number of them.
     """
 
-    def __init__(self, uri: str, timeout: float = 10.0):
+    def __init__(self, uri: str, timeout: float = 10.0, keepalive: tuple[int, int] | None = KEEPALIVE):
         self.uri = uri
         self.timeout = timeout
+        self.keepalive = keepalive
         self.conn: libvirt.virConnect | None = None
         self.calls = 0
 
@@ -172,7 +232,7 @@ class HostConnection:
         return self.conn
 
     def __enter__(self) -> HostConnection:
-        self.conn = _open(self.uri, self.timeout)
+        self.conn = _open(self.uri, self.timeout, self.keepalive)
         self.calls += 1
         return self
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import datetime
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connection, connections, transaction
 from django.utils import timezone
 
 from hosts import models
@@ -82,7 +83,7 @@ def hypervisor_sync(hypervisor: models.Hypervisor, *, force: bool = False, rerea
     known = _known_signatures(hypervisor)
     for uuid in reread:
         known.pop(uuid, None)
-    host = HostConnection(hypervisor.uri, timeout=settings.BLOCKMIG_CONNECT_TIMEOUT)
+    host = HostConnection(hypervisor.uri, timeout=settings.BLOCKMIG_CONNECT_TIMEOUT, keepalive=_keepalive())
     try:
         with host:
             inventory = host.inventory(known=known, force=force)
@@ -100,6 +101,54 @@ def hypervisor_sync(hypervisor: models.Hypervisor, *, force: bool = False, rerea
         libvirt_calls=host.calls,
         duration=time.perf_counter() - started,
     )
+
+
+def _keepalive() -> tuple[int, int] | None:
+    interval = settings.BLOCKMIG_KEEPALIVE_INTERVAL
+    return (interval, settings.BLOCKMIG_KEEPALIVE_COUNT) if interval > 0 else None
+
+
+def fleet_sync(
+    hypervisors: Iterable[models.Hypervisor],
+    *,
+    workers: int | None = None,
+    pool: ThreadPoolExecutor | None = None,
+    on_result: Callable[[models.Hypervisor, SyncResult], None] | None = None,
+) -> dict[int, SyncResult]:
+    """Sync many hypervisors, at most `workers` (BLOCKMIG_SYNC_WORKERS) at a time.
+
+    Each host runs in a thread of its own with its own connection and deadline, so a host
+    that hangs or drops packets costs its thread its own time-out and nobody else anything.
+    `on_result` is called from the caller's thread as each host finishes (finishing order).
+    Returns hypervisor id -> result; a sync that crashed is a failed result, not an exception.
+    """
+    own_pool = pool is None
+    if pool is None:
+        pool = ThreadPoolExecutor(max_workers=max(1, workers or settings.BLOCKMIG_SYNC_WORKERS), thread_name_prefix="sync")
+    results: dict[int, SyncResult] = {}
+    try:
+        futures = {pool.submit(_sync_in_thread, hypervisor): hypervisor for hypervisor in hypervisors}
+        for future in as_completed(futures):
+            hypervisor = futures[future]
+            results[hypervisor.pk] = future.result()
+            if on_result is not None:
+                on_result(hypervisor, results[hypervisor.pk])
+    finally:
+        if own_pool:
+            pool.shutdown(wait=True)
+    return results
+
+
+def _sync_in_thread(hypervisor: models.Hypervisor) -> SyncResult:
+    try:
+        return hypervisor_sync(hypervisor)
+    except Exception:
+        # A database or programming error for one host must not stop the others' syncs.
+        logger.exception("sync of %s crashed", hypervisor.name)
+        return SyncResult(ok=False, error=f"The sync of {hypervisor.name} crashed; the log of the sync says why.")
+    finally:
+        # Pool threads each hold their own database connection; give it back after every host.
+        connections.close_all()
 
 
 def _refusal(hypervisor: models.Hypervisor) -> str:

@@ -16,24 +16,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
-from django.db import close_old_connections, connections
+from django.db import close_old_connections
 
 from hosts.models import Hypervisor
-from hosts.sync import SyncResult, hypervisor_sync, hypervisors_to_sync
+from hosts.sync import SyncResult, fleet_sync, hypervisors_to_sync
 
 logger = logging.getLogger("hosts.sync_loop")
-
-
-def _sync_one(hypervisor: Hypervisor) -> SyncResult | None:
-    try:
-        return hypervisor_sync(hypervisor)
-    except Exception:
-        # A database or programming error for one host must not stop the others' syncs.
-        logger.exception("sync of %s crashed", hypervisor.name)
-        return None
-    finally:
-        # Pool threads each hold their own connection; give it back after every host.
-        connections.close_all()
 
 
 class Command(BaseCommand):
@@ -47,13 +35,16 @@ class Command(BaseCommand):
             default=None,
             help="Seconds between rounds (default: settings.BLOCKMIG_SYNC_INTERVAL).",
         )
-        parser.add_argument("--workers", type=int, default=4, help="Hosts synced at the same time.")
+        parser.add_argument(
+            "--workers", type=int, default=None, help="Hosts synced at the same time (default: settings.BLOCKMIG_SYNC_WORKERS)."
+        )
 
-    def handle(self, *args, once: bool = False, interval: float | None = None, workers: int = 4, **options):
+    def handle(self, *args, once: bool = False, interval: float | None = None, workers: int | None = None, **options):
         self.stopping = threading.Event()
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
         interval = settings.BLOCKMIG_SYNC_INTERVAL if interval is None else interval
+        workers = settings.BLOCKMIG_SYNC_WORKERS if workers is None else workers
         with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="sync") as pool:
             while not self.stopping.is_set():
                 started = time.monotonic()
@@ -68,15 +59,18 @@ class Command(BaseCommand):
         close_old_connections()
         hypervisors = list(hypervisors_to_sync())
         close_old_connections()
-        for hypervisor, result in zip(hypervisors, pool.map(_sync_one, hypervisors)):
-            if result is not None and result.ok:
-                self.stdout.write(
-                    f"{hypervisor.name}: {result.domains_seen} domains, {result.domains_reread} re-read, "
-                    f"{result.libvirt_calls} libvirt calls, {result.duration:.2f} s"
-                )
-            elif result is not None:
-                self.stdout.write(f"{hypervisor.name}: FAILED {result.error}")
-        self.stdout.flush()  # one line per host per round, visible at once in a log pipe
+        fleet_sync(hypervisors, pool=pool, on_result=self.report)
+
+    def report(self, hypervisor: Hypervisor, result: SyncResult) -> None:
+        """One line per host per round, as each host finishes, visible at once in a log pipe."""
+        if result.ok:
+            self.stdout.write(
+                f"{hypervisor.name}: {result.domains_seen} domains, {result.domains_reread} re-read, "
+                f"{result.libvirt_calls} libvirt calls, {result.duration:.2f} s"
+            )
+        else:
+            self.stdout.write(f"{hypervisor.name}: FAILED {result.error}")
+        self.stdout.flush()
 
     def _stop(self, signum, frame) -> None:
         logger.info("signal %s: finishing the current round", signum)
