@@ -681,14 +681,34 @@ class BlockJobHost(HostConnection):
         return os.stat(path).st_size
 
     def free_space(self, path: str) -> tuple[int, int] | None:
-        """(free, total) bytes of the filesystem holding `path` (local only)."""
+        """(free, total) bytes where `path` would be written: the local filesystem's statvfs,
+        or on a remote host the libvirt storage pool whose target holds it (None when no
+        pool does)."""
         if not self.is_local:
-            return None
+            return self._pool_space(path)
         try:
             st = os.statvfs(path if os.path.isdir(path) else os.path.dirname(path))
         except OSError:
             return None
         return st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
+
+    def _pool_space(self, path: str) -> tuple[int, int] | None:
+        wanted = posixpath.normpath(path)
+        best: tuple[int, libvirt.virStoragePool] | None = None
+        for pool in self._call(self.open_conn.listAllStoragePools, 0):
+            try:
+                target = posixpath.normpath(ET.fromstring(pool.XMLDesc(0)).findtext("./target/path", "") or "/nonexistent")
+            except libvirt.libvirtError:
+                continue
+            if (wanted == target or wanted.startswith(target.rstrip("/") + "/")) and (best is None or len(target) > best[0]):
+                best = (len(target), pool)
+        if best is None:
+            return None
+        try:
+            _state, capacity, _allocation, available = best[1].info()
+        except libvirt.libvirtError:
+            return None
+        return int(available), int(capacity)
 
     def users_of(self, path: str) -> list[str]:
         """The domains whose live or persistent definition uses `path` as a source, a

@@ -18,6 +18,7 @@ from blockmig.plan_progress import plan_totals
 from blockmig.plan_rules import copy_wait_reason, pivot_allowed_by, plan_paused, window_problem
 from blockmig.plan_states import IllegalPlanTransition, PlanState, plan_next_state
 from blockmig.plans import plan_abort, plan_approve, plan_build, plan_discard, plan_pause, plan_resume, plan_set_window
+from hosts.adapter import open_block_jobs
 from tests.plan_factories import GIB, add_migrations, make_host, make_plan
 
 MIB = 2**20
@@ -302,3 +303,11 @@ def test_a_pivot_approved_outside_the_window_is_recorded_and_waits(users):
     assert pivot_allowed_by(migration, auto_pivot=False) is None  # not before the window
     later = timezone.now() + timedelta(hours=2)
     assert pivot_allowed_by(migration, auto_pivot=False, now=later)["policy"] == "approved_pivot"
+
+
+def test_free_space_at_a_remote_target_comes_from_its_libvirt_pool():
+    # test:///default is not this machine's files: its one pool targets /default-pool.
+    with open_block_jobs("test:///default") as host:
+        free, total = host.free_space("/default-pool/vm-vda.qcow2")
+        assert 0 < free <= total
+        assert host.free_space("/elsewhere/vm-vda.qcow2") is None  # no pool holds it

@@ -16,12 +16,13 @@ from pathlib import Path
 import pytest
 from django.utils import timezone
 
-from blockmig.models import AuditEvent, Migration
+from blockmig.errors import Refused
+from blockmig.models import AuditEvent, Migration, Plan
 from blockmig.plans import plan_approve, plan_build, plan_set_window
 from hosts.lab.seed import list_files_in_image
 from hosts.sync import hypervisor_sync
 from tests.helpers import wait_for_state, wait_until
-from tests.lab.engine_helpers import chain_paths, make_hypervisor
+from tests.lab.engine_helpers import chain_paths, has_block_job, make_hypervisor
 
 pytestmark = pytest.mark.lab
 
@@ -117,3 +118,66 @@ def test_plan_with_a_window_copies_at_once_and_pivots_only_in_the_window(domains
     trail = list(AuditEvent.objects.filter(details__plan=plan.pk).values_list("event_type", flat=True))
     for step in ("plan_created", "plan_approved", "plan_running", "plan_window_changed", "plan_done"):
         assert step in trail, trail
+
+
+@pytest.fixture
+def tiny_root():
+    """A 1 MiB filesystem (tmpfs) as a target root: too small for any plan."""
+    root = Path("/var/tmp") / f"blockmig-plan-tiny-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    root.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(root)], check=True)
+    yield root
+    subprocess.run(["umount", str(root)], check=False)
+    root.rmdir()
+
+
+def test_preflight_lists_what_cannot_move_and_refuses_what_does_not_fit(domains, people, target_root, tiny_root):
+    stopped = domains.images("planoff", [("vda", "qcow2", 16 * MIB, None)])
+    subprocess.run(["virsh", "-c", "qemu:///system", "destroy", stopped.name], check=True, capture_output=True)
+    busy = domains.images("planjob", [("vda", "qcow2", 64 * MIB, "write -P 0x5a 0 32M")])
+    outside_copy = busy.directory / "virsh-copy.qcow2"
+    subprocess.run(
+        [
+            "virsh",
+            "-c",
+            "qemu:///system",
+            "blockcopy",
+            busy.name,
+            "vda",
+            str(outside_copy),
+            "--transient-job",
+            "--bandwidth",
+            "1",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    fine = domains.images("planok", [("vda", "qcow2", 16 * MIB, "write -P 0x11 0 4M")])
+    host = make_hypervisor([target_root, tiny_root])
+    assert hypervisor_sync(host).ok
+
+    plan = plan_build(
+        user=people["operator"],
+        hypervisor=host,
+        source_kind="root",
+        source_root=str(domains.root),
+        target_root=str(target_root),
+        mode="shallow",
+    )
+    reasons = {i.domain_name: i.blocked_reason for i in plan.items.all()}
+    assert reasons[fine.name] == ""
+    assert "not running" in reasons[stopped.name]
+    assert "block job" in reasons[busy.name] and "already running" in reasons[busy.name]
+    assert plan.bytes_total == plan.items.get(domain_name=fine.name).bytes_to_copy
+    assert has_block_job(busy.name, "vda")  # the outside job is left alone
+
+    with pytest.raises(Refused, match=f"Not enough free space in {tiny_root}"):
+        plan_build(
+            user=people["operator"],
+            hypervisor=host,
+            source_kind="domains",
+            domain_uuids=[fine.uuid],
+            target_root=str(tiny_root),
+        )
+    assert Plan.objects.count() == 1
+    assert not list(tiny_root.iterdir())  # nothing was created there
