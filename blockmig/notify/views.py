@@ -10,6 +10,7 @@ from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_POST
 
 from blockmig.notify import endpoints, selectors
@@ -31,6 +32,9 @@ def deliveries(request: HttpRequest) -> HttpResponse:
     filters = form.cleaned_data if form.is_valid() else {}
     rows = selectors.deliveries(status=filters.get("status", ""), channel=filters.get("channel", ""))
     page = Paginator(rows, DELIVERIES_PER_PAGE).get_page(request.GET.get("page"))
+    for delivery in page.object_list:
+        # Times as datetimes, so the page shows them in the reader's timezone like the rest.
+        delivery.attempt_log = [{**entry, "at": parse_datetime(entry.get("at", ""))} for entry in delivery.history]
     return render(
         request,
         "blockmig/deliveries.html",
