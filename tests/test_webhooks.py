@@ -5,11 +5,18 @@ never hold up a migration."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
+from django.conf import settings as django_settings
+from django.db import connection
 
 from blockmig.lifecycle import migration_abort, migration_transition
 from blockmig.models import Migration, MigrationDisk
@@ -20,6 +27,7 @@ from blockmig.states import State
 from hosts.models import Hypervisor
 from tests.helpers import wait_until
 
+REPO = Path(__file__).resolve().parents[1]
 SECRET = "a-signing-secret-for-tests"
 
 
@@ -221,3 +229,36 @@ def test_a_redirect_or_client_error_is_a_failed_attempt_named_as_such(users, set
         (row,) = deliver_due()
     assert row.status == Delivery.Status.PENDING and row.attempts == 1
     assert row.last_error.startswith(f"HTTP {status}")
+
+
+def test_a_real_worker_process_delivers_the_webhook(transactional_db, users, tmp_path):
+    """The sender runs inside `manage.py run_worker`: a failure committed here reaches a real
+    receiver through a real worker process, signed."""
+    with Receiver([200]) as receiver:
+        WebhookEndpoint.objects.create(name="chat", url=receiver.url, secret=SECRET)
+        env = {
+            **os.environ,
+            "DATABASE_URL": f"sqlite:///{connection.settings_dict['NAME']}",
+            "DJANGO_SECRET_KEY": django_settings.SECRET_KEY,
+            "BLOCKMIG_NOTIFY_POLL_SECONDS": "0.2",
+            # Its heartbeat and wake-ups apart from other test runs sharing this Redis.
+            "BLOCKMIG_CHANNEL_PREFIX": f"test-webhooks-{os.getpid()}",
+        }
+        log = open(tmp_path / "worker.log", "w")
+        worker = subprocess.Popen(
+            [sys.executable, "manage.py", "run_worker"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+        try:
+            m = make_migration(users)
+            migration_transition(m.pk, State.FAILED, failure_reason="the host went away")
+            wait_until(lambda: receiver.received, "the worker's POST", timeout=60)
+            row = wait_until(
+                lambda: Delivery.objects.filter(status=Delivery.Status.SENT).first(), "the delivery marked sent", timeout=30
+            )
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            worker.wait(30)
+    request = receiver.received[0]
+    assert verify(SECRET, request["body"], request["headers"][TIMESTAMP_HEADER], request["headers"][SIGNATURE_HEADER])
+    assert json.loads(request["body"])["reason"] == "the host went away"
+    assert row.attempts == 1, (tmp_path / "worker.log").read_text()
