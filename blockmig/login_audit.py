@@ -6,9 +6,10 @@ from axes.signals import user_locked_out
 from django.conf import settings
 from django.contrib.auth.signals import user_login_failed
 from django.dispatch import receiver
-from django.http import HttpResponse
+from django.http import HttpResponse, JsonResponse
 from django.shortcuts import render
 
+from blockmig.api.errors import error_body
 from blockmig.audit import audit_record
 
 
@@ -30,5 +31,9 @@ def record_lockout(sender, request=None, username: str = "", ip_address: str = "
 def lockout_response(request, original_response, credentials) -> HttpResponse:
     """django-axes' lockout page (AXES_LOCKOUT_CALLABLE), saying for how long and what to do."""
     minutes = round(settings.AXES_COOLOFF_TIME.total_seconds() / 60)
+    if request.path.startswith("/api/"):
+        # A token asked for with a password (blockmig login): the API's own refusal shape.
+        message = f"Too many failed sign-ins for this user from this address: try again in {minutes} minutes, or ask an admin."
+        return JsonResponse(error_body("locked_out", message), status=429, headers={"Retry-After": str(minutes * 60)})
     context = {"failure_limit": settings.AXES_FAILURE_LIMIT, "minutes": minutes}
     return render(request, "registration/locked_out.html", context, status=429)

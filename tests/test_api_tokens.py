@@ -8,12 +8,19 @@ import json
 import re
 
 import pytest
+from django.core.cache import caches
 from django.test import Client
 from django.urls import reverse
 
 from blockmig.api.models import ApiToken
 from blockmig.models import AuditEvent
 from tests.helpers import PASSWORD
+
+
+@pytest.fixture(autouse=True)
+def fresh_rate_limits():
+    """Each test starts with empty rate-limit counts (the token sign-in's bucket is per address)."""
+    caches["api"].clear()
 
 
 def me(token: str):
@@ -126,6 +133,18 @@ def test_wrong_password_refused_and_audited(users):
     assert response.json()["error"]["code"] == "authentication_failed"
     assert ApiToken.objects.count() == 0
     assert AuditEvent.objects.filter(event_type="login_failed", details__username="approver").count() == 1
+
+
+def test_repeated_wrong_passwords_lock_the_token_sign_in_out_as_json(users, settings):
+    for _ in range(settings.AXES_FAILURE_LIMIT):
+        post_json(Client(), "/api/v1/tokens/", {"username": "approver", "password": "wrong", "name": "cli"})
+    # Locked out now, even with the right password: the API's shape, not the lockout page.
+    response = post_json(Client(), "/api/v1/tokens/", {"username": "approver", "password": PASSWORD, "name": "cli"})
+    assert response.status_code == 429 and int(response["Retry-After"]) > 0
+    error = response.json()["error"]
+    assert error["code"] == "locked_out" and "Too many failed sign-ins" in error["message"]
+    assert ApiToken.objects.count() == 0
+    assert AuditEvent.objects.filter(event_type="login_locked_out").exists()
 
 
 @pytest.mark.parametrize("body", [{"username": "approver", "password": PASSWORD}, {"name": "x"}])

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from django.core.cache import caches
 
 from blockmig import cli
 from blockmig.api.models import ApiToken
@@ -28,6 +29,12 @@ from tests.helpers import PASSWORD
 REPO = Path(__file__).resolve().parent.parent
 UUID = "0b1e0000-0000-4000-8000-0000000000c1"
 GIB = 1024**3
+
+
+@pytest.fixture(autouse=True)
+def fresh_rate_limits():
+    """Each test starts with empty rate-limit counts (the token sign-in's bucket is per address)."""
+    caches["api"].clear()
 
 
 @pytest.fixture

@@ -34,6 +34,7 @@ CODES: dict[str, tuple[int, str]] = {
     "unsupported_media_type": (415, "Send JSON (Content-Type: application/json)."),
     "idempotency_key_reused": (422, "This Idempotency-Key was used for a different request."),
     "rate_limited": (429, "Too many requests for this token: wait Retry-After seconds."),
+    "locked_out": (429, "Too many failed sign-ins (creating a token): django-axes' cool-off, Retry-After seconds."),
 }
 
 

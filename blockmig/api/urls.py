@@ -6,7 +6,7 @@ from django.contrib.auth.decorators import login_not_required
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from blockmig.api import views
+from blockmig.api import plans, views
 
 app_name = "api"
 
@@ -25,6 +25,9 @@ urlpatterns = [
     path("migrations/<int:pk>/abort/", views.MigrationAbort.as_view(), name="migration_abort"),
     path("migrations/<int:pk>/bandwidth/", views.MigrationBandwidth.as_view(), name="migration_bandwidth"),
     path("audit/", views.AuditList.as_view(), name="audit_list"),
+    path("plans/", plans.PlanList.as_view(), name="plan_list"),
+    path("plans/<int:pk>/", plans.PlanDetail.as_view(), name="plan_detail"),
+    path("plans/<int:pk>/approve/", plans.PlanApprove.as_view(), name="plan_approve"),
     path("schema/", login_not_required(SpectacularAPIView.as_view()), name="schema"),
     path(
         "docs/",
