@@ -84,6 +84,14 @@ def record_sync(host: str, *, ok: bool, duration: float) -> None:
         log.warning("sync of %s not counted in the metrics (%s)", host, error)
 
 
+def forget_sync_stats(host: str) -> None:
+    """A deleted or renamed host's counters go, so /metrics stops showing a host that is gone."""
+    try:
+        redis_client().delete(sync_stats_key(host))
+    except Exception as error:
+        log.warning("sync counters of %s not removed (%s)", host, error)
+
+
 def _cumulative(counts: list[int], buckets: tuple[float, ...]) -> list[tuple[str, float]]:
     running = 0
     out: list[tuple[str, float]] = []

@@ -4,6 +4,7 @@ import blockmig for this)."""
 
 from __future__ import annotations
 
+from django.db import transaction
 from django.dispatch import receiver
 
 from blockmig import metrics, publish
@@ -32,3 +33,10 @@ def publish_inventory_changed(sender, *, hypervisor_id: int, **kwargs) -> None:
 def count_sync_finished(sender, *, hypervisor, ok: bool, duration: float, **kwargs) -> None:
     # Counted in Redis, which every process that syncs shares (never raises).
     metrics.record_sync(hypervisor.name, ok=ok, duration=duration)
+
+
+@receiver(hypervisor_changed, dispatch_uid="blockmig.forget_sync_stats")
+def forget_sync_stats(sender, *, hypervisor, action: str, details: dict, **kwargs) -> None:
+    gone = hypervisor.name if action == "deleted" else details.get("changes", {}).get("name", {}).get("from")
+    if gone:
+        transaction.on_commit(lambda: metrics.forget_sync_stats(gone))

@@ -186,3 +186,15 @@ def test_a_token_lets_a_remote_scraper_in_and_a_wrong_one_is_refused(db, setting
 def test_metrics_need_no_login_but_an_allowed_address(db, redis_prefix):
     response = Client().get("/metrics")  # the test client comes from 127.0.0.1
     assert response.status_code == 200
+
+
+def test_a_deleted_hosts_sync_series_go_away(host, users, redis_prefix, django_capture_on_commit_callbacks):
+    from hosts.signals import announce_hypervisor_deleted, hypervisor_values
+
+    assert hypervisor_sync(host).ok
+    assert value(scrape()["blockmig_host_sync_errors"], "blockmig_host_sync_errors_total", host="kvm01") == 0
+    values = hypervisor_values(host)
+    with django_capture_on_commit_callbacks(execute=True):
+        host.delete()
+        announce_hypervisor_deleted(host, users["admin"], "test", values)
+    assert "kvm01" not in {s.labels.get("host") for s in scrape().get("blockmig_host_sync_errors", [])}
