@@ -209,6 +209,13 @@ class Driver:
 
     # -- main loop --------------------------------------------------------------------
 
+    @property
+    def on_host(self) -> BlockJobHost:
+        """The connection _drive holds open while the steps run (none between attempts)."""
+        if self.host is None:
+            raise RuntimeError(f"migration {self.id}: a step ran without a connection to its host")
+        return self.host
+
     def load(self) -> Migration:
         return Migration.objects.select_related("hypervisor").get(pk=self.id)
 
@@ -268,6 +275,8 @@ class Driver:
         return True
 
     def _reconnected(self) -> None:
+        if self.disconnected_at is None:
+            return
         away = time.monotonic() - self.disconnected_at
         self.disconnected_at = None
         self.trust_live_ready = True
@@ -317,14 +326,14 @@ class Driver:
     def domain_problem(self, migration: Migration) -> str | None:
         """Why the domain can no longer carry the copy, or None while it runs."""
         try:
-            state = self.host.domain_state(migration.domain_uuid)
+            state = self.on_host.domain_state(migration.domain_uuid)
             for _ in range(SETTLE_LOOKS):
                 if state not in PASSING_STATES:
                     break
                 # libvirt shows "shutdown" while it tears a domain down: look again, so a
                 # domain that is being destroyed and undefined is reported as gone.
                 time.sleep(0.3)
-                state = self.host.domain_state(migration.domain_uuid)
+                state = self.on_host.domain_state(migration.domain_uuid)
         except DomainGone:
             if migration.definition_strategy == "undefine" and migration.saved_definition:
                 after = "blockmig defines it again, shut off, from the definition it saved"
@@ -345,7 +354,7 @@ class Driver:
         disks = list(migration.disks.all())
         try:
             plan = check_on_host(
-                self.host,
+                self.on_host,
                 hypervisor=migration.hypervisor,
                 domain_uuid=migration.domain_uuid,
                 disks=[DiskRequest(d.target, d.destination) for d in disks],
@@ -362,7 +371,7 @@ class Driver:
             strategy = "undefine"
         else:
             strategy = "transient_job"
-        saved = self.host.inactive_xml(migration.domain_uuid) if plan.persistent else ""
+        saved = self.on_host.inactive_xml(migration.domain_uuid) if plan.persistent else ""
         # Invariant 2: the inactive XML is committed before anything on the host changes.
         migration = self.transition(
             State.COPYING,
@@ -373,7 +382,7 @@ class Driver:
         )
         if strategy == "undefine":
             self.confirm_lease()
-            self.host.undefine(migration.domain_uuid)
+            self.on_host.undefine(migration.domain_uuid)
             self._note("undefined", {"reason": "undefine/copy/redefine procedure"}, domain_undefined=True)
         self.start_copies(migration, disks)
         # Open disk and domain pages draw the mirror target now, not at the next periodic sync.
@@ -395,7 +404,7 @@ class Driver:
 
     def start_copy(self, migration: Migration, disk: MigrationDisk) -> None:
         """One blockCopy; the caller (start_copies) has confirmed the lease."""
-        self.host.block_copy(
+        self.on_host.block_copy(
             migration.domain_uuid,
             disk.target,
             disk.destination,
@@ -413,7 +422,7 @@ class Driver:
 
     def identity(self, path: str) -> str:
         try:
-            return self.host.file_identity(path)
+            return self.on_host.file_identity(path)
         except FileNotFoundError:
             return ""
 
@@ -425,12 +434,12 @@ class Driver:
         if problem:
             raise Failed(problem)
         if migration.definition_strategy == "undefine" and not migration.domain_undefined:
-            if not self.host.is_persistent(migration.domain_uuid):
+            if not self.on_host.is_persistent(migration.domain_uuid):
                 self._note("undefined", {"reason": "found undefined on takeover"}, domain_undefined=True)
-        live = self.host.live_disks(migration.domain_uuid)
+        live = self.on_host.live_disks(migration.domain_uuid)
         started = False
         for disk in migration.disks.all():
-            job = self.host.job(migration.domain_uuid, disk.target, live)
+            job = self.on_host.job(migration.domain_uuid, disk.target, live)
             if job is None:
                 if not disk.job_started and migration.state == State.COPYING:
                     self.start_copies(migration, [disk])  # we died before libvirt accepted it
@@ -456,7 +465,7 @@ class Driver:
                 f"The block copy of {disk.target} was cancelled outside blockmig (for example with "
                 f"`virsh blockjob {migration.domain_name} {disk.target} --abort`); the guest stays on {disk.source_path}."
             )
-        space = self.host.free_space(disk.destination)
+        space = self.on_host.free_space(disk.destination)
         if space is not None and space[0] < NEARLY_FULL:
             free, total = space
             return (
@@ -489,10 +498,10 @@ class Driver:
             if problem:
                 raise Failed(problem)
             disks = list(migration.disks.all())
-            live = self.host.live_disks(migration.domain_uuid)
+            live = self.on_host.live_disks(migration.domain_uuid)
             jobs = {}
             for disk in disks:
-                job = self.host.job(migration.domain_uuid, disk.target, live)
+                job = self.on_host.job(migration.domain_uuid, disk.target, live)
                 with self.lock:
                     bad = self.bad_events.get(disk.target)
                 if job is None or bad:
@@ -521,7 +530,7 @@ class Driver:
         self.confirm_lease()  # a paused driver must not act on a migration someone else holds
         for disk in disks:
             if jobs[disk.target].mirror_path == disk.destination:
-                self.host.set_speed(migration.domain_uuid, disk.target, migration.bandwidth_mib)
+                self.on_host.set_speed(migration.domain_uuid, disk.target, migration.bandwidth_mib)
         self.applied_bandwidth = migration.bandwidth_mib
 
     def is_ready(self, target: str, job) -> bool:
@@ -558,7 +567,7 @@ class Driver:
         with self.lock:
             events = {t: datetime.fromtimestamp(at, UTC).isoformat() for t, at in self.ready_events.items()}
         for disk in disks:
-            self.disk_update(disk, ready=True, dest_size_at_ready=self.host.file_size(disk.destination))
+            self.disk_update(disk, ready=True, dest_size_at_ready=self.on_host.file_size(disk.destination))
         self.transition(
             State.READY,
             expect={State.COPYING},
@@ -600,12 +609,12 @@ class Driver:
         problem = self.domain_problem(migration)
         if problem:
             raise Failed(problem)
-        live = self.host.live_disks(uuid)
+        live = self.on_host.live_disks(uuid)
         todo = [d for d in disks if live[d.target].source != d.destination]
         deadline = time.monotonic() + 60
         for disk in todo:
             while True:
-                job = self.host.job(uuid, disk.target)
+                job = self.on_host.job(uuid, disk.target)
                 if job is None:
                     raise Failed(self.job_vanished(migration, disk))
                 if job.ready:
@@ -618,10 +627,10 @@ class Driver:
             self.check_destination_unchanged(disk)
         self.confirm_lease()
         # Every disk is ready before the first pivots, so they switch together.
-        pivoted = []
+        pivoted: list[str] = []
         for disk in todo:
             try:
-                self.host.pivot(uuid, disk.target)
+                self.on_host.pivot(uuid, disk.target)
             except ConnectionLost:
                 raise  # reconnect and look: the pivot happened or not, the live XML says which
             except LibvirtFailure as failure:
@@ -633,8 +642,8 @@ class Driver:
 
     def check_destination_unchanged(self, disk: MigrationDisk) -> None:
         try:
-            identity = self.host.file_identity(disk.destination)
-            size = self.host.file_size(disk.destination)
+            identity = self.on_host.file_identity(disk.destination)
+            size = self.on_host.file_size(disk.destination)
         except FileNotFoundError:
             identity, size = None, None
         changed = None
@@ -652,7 +661,7 @@ class Driver:
 
     def wait_jobs_gone(self, uuid: str, targets: list[str]) -> None:
         deadline = time.monotonic() + JOB_GONE_TIMEOUT
-        while any(self.host.job(uuid, t) is not None for t in targets):
+        while any(self.on_host.job(uuid, t) is not None for t in targets):
             if time.monotonic() > deadline:
                 raise Failed(f"The block jobs on {', '.join(targets)} did not end within {JOB_GONE_TIMEOUT:g} s.")
             time.sleep(0.1)
@@ -661,9 +670,9 @@ class Driver:
         uuid = migration.domain_uuid
         disks = list(migration.disks.all())
         moves = {d.target: (d.destination, migration.dest_format) for d in disks}
-        if migration.definition_strategy == "undefine" and not self.host.is_persistent(uuid):
+        if migration.definition_strategy == "undefine" and not self.on_host.is_persistent(uuid):
             self.confirm_lease()
-            self.host.define(retarget_definition(migration.saved_definition, moves))
+            self.on_host.define(retarget_definition(migration.saved_definition, moves))
             self._note("definition_restored", {"points_to": {t: p for t, (p, _f) in moves.items()}}, domain_undefined=False)
         problems = self.verify(migration, disks)
         self._note("verified", {"ok": not problems, "problems": problems})
@@ -676,9 +685,9 @@ class Driver:
         """Invariant 3: live source, persistent definition and chain are what was asked
         (blockmig.verification decides; this asks libvirt)."""
         uuid = migration.domain_uuid
-        live = self.host.live_disks(uuid)
-        persistent = self.host.is_persistent(uuid)
-        inactive = self.host.inactive_disks(uuid) if persistent else {}
+        live = self.on_host.live_disks(uuid)
+        persistent = self.on_host.is_persistent(uuid)
+        inactive = self.on_host.inactive_disks(uuid) if persistent else {}
         return pivot_problems(migration.mode, disks, live, inactive, persistent, migration.definition_strategy)
 
     def refresh_inventory(self, migration: Migration, *, started_copy: bool = False) -> None:
@@ -707,7 +716,7 @@ class Driver:
         details = self.undo(migration)
         problems = []
         if self.domain_problem(migration) is None:
-            live = self.host.live_disks(migration.domain_uuid)
+            live = self.on_host.live_disks(migration.domain_uuid)
             for disk in migration.disks.all():
                 if disk.target in live and live[disk.target].source != disk.source_path:
                     problems.append(f"{disk.target} runs on {live[disk.target].source}, not {disk.source_path}")
@@ -722,36 +731,36 @@ class Driver:
         uuid = migration.domain_uuid
         disks = list(migration.disks.all())
         try:
-            running = self.host.domain_state(uuid) in ALIVE_STATES
+            running = self.on_host.domain_state(uuid) in ALIVE_STATES
             exists = True
         except DomainGone:
             running = exists = False
-        live = self.host.live_disks(uuid) if running else None
+        live = self.on_host.live_disks(uuid) if running else None
         pivoted = {d.target for d in disks if live and d.target in live and live[d.target].source == d.destination}
         cancelled, removed, kept = [], [], []
         if running:
             for disk in disks:
                 if disk.target in pivoted:
                     continue
-                job = self.host.job(uuid, disk.target, live)
+                job = self.on_host.job(uuid, disk.target, live)
                 if job is not None and job.mirror_path in ("", disk.destination):
                     self.confirm_lease()
-                    self.host.cancel_job(uuid, disk.target)
+                    self.on_host.cancel_job(uuid, disk.target)
                     cancelled.append(disk.target)
             self.wait_jobs_gone(uuid, cancelled)
         for disk in disks:
-            if not disk.created_destination or disk.target in pivoted or not self.host.path_exists(disk.destination):
+            if not disk.created_destination or disk.target in pivoted or not self.on_host.path_exists(disk.destination):
                 continue
             if disk.dest_identity and self.identity(disk.destination) != disk.dest_identity:
                 kept.append(f"{disk.destination} (not the file blockmig created: another file now has its name)")
                 continue
             # Invariant 10: only once libvirt, connected now, says nothing uses the file.
-            users = self.host.users_of(disk.destination)
+            users = self.on_host.users_of(disk.destination)
             if users:
                 kept.append(f"{disk.destination} (used by {', '.join(users)})")
                 continue
             self.confirm_lease()
-            self.host.remove_file(disk.destination)
+            self.on_host.remove_file(disk.destination)
             removed.append(disk.destination)
         restored = self.restore_definition(migration, exists, pivoted)
         details = {"cancelled": cancelled, "removed": removed, "definition_restored": restored}
@@ -762,11 +771,11 @@ class Driver:
     def restore_definition(self, migration: Migration, exists: bool, pivoted: set[str]) -> bool:
         if migration.definition_strategy != "undefine" or not migration.saved_definition:
             return False
-        if exists and self.host.is_persistent(migration.domain_uuid):
+        if exists and self.on_host.is_persistent(migration.domain_uuid):
             return False
         moves = {d.target: (d.destination, migration.dest_format) for d in migration.disks.all() if d.target in pivoted}
         self.confirm_lease()
-        self.host.define(retarget_definition(migration.saved_definition, moves))
+        self.on_host.define(retarget_definition(migration.saved_definition, moves))
         self._note("definition_restored", {"points_to_destination": sorted(moves)}, domain_undefined=False)
         return True
 

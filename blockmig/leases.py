@@ -112,7 +112,7 @@ def lease_claim_next(owner: str, exclude: set[int] | frozenset[int] = frozenset(
     return Lease(row["pk"], owner, row["lease_epoch"] + 1, previous_owner=row["lease_owner"], valid_until=sent + lease_seconds())
 
 
-def lease_renew(lease: Lease, also: Callable[[], None] | None = None) -> bool:
+def lease_renew(lease: Lease, also: Callable[[], object] | None = None) -> bool:
     """Extend the lease; `also` runs in the same transaction, so a write that must hold the
     lease costs no second round trip. False: the lease was lost (a newer epoch exists), stop
     driving. A database error propagates: the caller retries, and `lease.left()` says how
