@@ -14,9 +14,9 @@ from channels.auth import AuthMiddleware  # noqa: E402  (needs the app registry)
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.sessions import CookieMiddleware, SessionMiddleware  # noqa: E402
 
+from blockmig.live.handshake import HandshakeGate  # noqa: E402
+from blockmig.live.origin import OriginValidator  # noqa: E402
 from blockmig.routing import websocket_urlpatterns  # noqa: E402
-from blockmig.ws_limits import HandshakeGate  # noqa: E402
-from blockmig.ws_origin import OriginValidator  # noqa: E402
 
 # Websockets, outside in: the Origin (scheme, host and port) before anything is read; a
 # logged-in session, the per-user cap and turns (the session lookup and one Redis call,

@@ -14,9 +14,9 @@ from django.contrib.auth.models import Group, User
 from django.test import Client
 from django.utils import timezone
 
-from blockmig import publish
 from blockmig.asgi import application
-from blockmig.consumers import CLOSE_NOT_FOUND, CLOSE_NOT_LOGGED_IN, render_cache
+from blockmig.live import cache, publish
+from blockmig.live.consumer import CLOSE_NOT_FOUND, CLOSE_NOT_LOGGED_IN
 from blockmig.models import AuditEvent, Migration, MigrationDisk
 from blockmig.states import State
 from hosts.models import ChainLayer, Disk, Domain, Hypervisor
@@ -93,7 +93,7 @@ def seed(people):
         disk_targets="vda",
         to_state=State.REQUESTED,
     )
-    render_cache.clear()
+    cache.clear()
     return {"host": host, "domain": domain, "disk": disk, "migration": migration}
 
 
@@ -563,7 +563,9 @@ def test_inventory_page_renders_do_not_grow_with_disks_or_domains(seed, people):
     from django.test import RequestFactory
     from django.test.utils import CaptureQueriesContext
 
-    from blockmig import live_fragments
+    from blockmig.live.disk import disk_pages
+    from blockmig.live.domain import domain_page
+    from blockmig.live.hypervisor import hypervisor_page
 
     host, domain, disk = seed["host"], seed["domain"], seed["disk"]
     request = RequestFactory().get("/hosts/lab/")
@@ -577,9 +579,9 @@ def test_inventory_page_renders_do_not_grow_with_disks_or_domains(seed, people):
 
     def renders():
         return (
-            count(lambda: live_fragments.hypervisor_page(request, host.pk, "", "1")),
-            count(lambda: live_fragments.domain_page(request, host.pk, domain.uuid)),
-            count(lambda: live_fragments.disk_pages(request, host.pk, [disk.pk], {})),
+            count(lambda: hypervisor_page(request, host.pk, "", "1")),
+            count(lambda: domain_page(request, host.pk, domain.uuid)),
+            count(lambda: disk_pages(request, host.pk, [disk.pk], {})),
         )
 
     small = renders()

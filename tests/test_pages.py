@@ -238,7 +238,7 @@ def test_disk_page_has_the_actions_slot_and_a_swappable_picture(client_for, host
 
 
 def live_request(user):
-    """A request as the live consumers render with (blockmig.live_fragments)."""
+    """A request as the live consumers render with (blockmig.live)."""
     from django.test import RequestFactory
 
     request = RequestFactory().get("/")
@@ -247,21 +247,21 @@ def live_request(user):
 
 
 def test_disk_page_push_carries_the_chain_picture_swapped_by_id(hosts, users):
-    from blockmig import live_fragments
+    from blockmig.live.disk import disk_pages
 
     domain = Domain.objects.create(
         hypervisor=hosts["ok"], uuid="aaaaaaaa-0000-4000-8000-000000000004", name="vm", state="running"
     )
     disk = Disk.objects.create(domain=domain, target="vda", source="/lab/a.qcow2")
     ChainLayer.objects.create(disk=disk, depth=0, path="/lab/a.qcow2", format="qcow2")
-    frame = live_fragments.disk_pages(live_request(users["viewer"]), hosts["ok"].pk, [disk.pk], {})
+    frame = disk_pages(live_request(users["viewer"]), hosts["ok"].pk, [disk.pk], {})
     picture = frame[frame.index(f'<div id="chain-{disk.pk}"') :]
     assert picture.split(">", 1)[0].endswith('hx-swap-oob="true"') and "<svg" in picture
     assert "folded" not in picture
 
 
 def test_domain_page_push_carries_the_small_chain_picture_the_page_shows(client_for, hosts, users):
-    from blockmig import live_fragments
+    from blockmig.live.domain import domain_page
 
     domain = Domain.objects.create(
         hypervisor=hosts["ok"], uuid="aaaaaaaa-0000-4000-8000-000000000005", name="vm", state="running"
@@ -269,7 +269,7 @@ def test_domain_page_push_carries_the_small_chain_picture_the_page_shows(client_
     disk = Disk.objects.create(domain=domain, target="vda", source="/lab/l0.qcow2")
     for depth in range(6):
         ChainLayer.objects.create(disk=disk, depth=depth, path=f"/lab/l{depth}.qcow2", format="qcow2")
-    frame, _seen = live_fragments.domain_page(live_request(users["viewer"]), hosts["ok"].pk, domain.uuid)
+    frame, _seen = domain_page(live_request(users["viewer"]), hosts["ok"].pk, domain.uuid)
     pushed = frame[frame.index(f'<div id="chain-{disk.pk}"') :]
     assert "folded; the disk page shows them all" in pushed
     page = client_for("viewer").get(reverse("domain_detail", args=["lab", domain.uuid])).content.decode()

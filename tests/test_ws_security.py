@@ -19,12 +19,12 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from blockmig import ws_auth
 from blockmig.asgi import application
-from blockmig.consumers import CLOSE_FORBIDDEN, CLOSE_NOT_FOUND, CLOSE_NOT_LOGGED_IN
+from blockmig.live import reauth
+from blockmig.live.consumer import CLOSE_FORBIDDEN, CLOSE_NOT_FOUND, CLOSE_NOT_LOGGED_IN
+from blockmig.live.handshake import FULL_MEMORY_SECONDS, Slot
+from blockmig.live.origin import origin_allowed
 from blockmig.states import State
-from blockmig.ws_limits import FULL_MEMORY_SECONDS, Slot
-from blockmig.ws_origin import origin_allowed
 from tests.test_consumers import (  # noqa: F401  (fixtures)
     HOST,
     ORIGIN,
@@ -276,9 +276,9 @@ def test_recheck_reads_do_not_grow_with_the_number_of_sockets(people):
 
     few, many = sessions(2), sessions(40)
     with CaptureQueriesContext(connection) as small:
-        verdicts = ws_auth.read_verdicts(few)
+        verdicts = reauth.read_verdicts(few)
     with CaptureQueriesContext(connection) as large:
-        ws_auth.read_verdicts(many)
+        reauth.read_verdicts(many)
     assert len(small) == len(large) == 4
     assert all(v.refusal("blockmig.view_migration") is None for v in verdicts.values())
 
@@ -286,17 +286,17 @@ def test_recheck_reads_do_not_grow_with_the_number_of_sockets(people):
 async def test_concurrent_checks_share_one_read(seed, people):
     session_key = (await socket_for("/ws/dashboard/", people["viewer"]))[1]
     calls = []
-    original = ws_auth.read_verdicts
+    original = reauth.read_verdicts
 
     def counting(keys):
         calls.append(len(keys))
         return original(keys)
 
-    ws_auth.read_verdicts = counting
+    reauth.read_verdicts = counting
     try:
-        verdicts = await asyncio.gather(*(ws_auth.check(session_key, people["viewer"].pk) for _ in range(50)))
+        verdicts = await asyncio.gather(*(reauth.check(session_key, people["viewer"].pk) for _ in range(50)))
     finally:
-        ws_auth.read_verdicts = original
+        reauth.read_verdicts = original
     assert calls == [1] and all(v.logged_in for v in verdicts)
 
 
@@ -337,7 +337,7 @@ async def test_slot_of_a_vanished_process_lapses(settings):
     user_id = f"lapse-{time.monotonic_ns()}"
     assert await Slot(user_id).take()  # taken, never renewed nor released
     assert not await Slot(user_id).take()
-    # This process remembers the refusal a moment (ws_limits.FULL_MEMORY_SECONDS); Redis
+    # This process remembers the refusal a moment (handshake.FULL_MEMORY_SECONDS); Redis
     # forgets the slot after its lifetime.
     await asyncio.sleep(max(0.6, FULL_MEMORY_SECONDS + 0.1))
     assert await Slot(user_id).take()

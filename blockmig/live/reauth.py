@@ -3,7 +3,7 @@
 A socket is authorised at its handshake, but afterwards the session can end (logout,
 expiry, a password change), the user be deactivated or lose a role. Consumers ask again
 before every frame an event makes them send and at least every BLOCKMIG_WS_REAUTH_SECONDS,
-and close the socket on a refusal (blockmig.consumers).
+and close the socket on a refusal (blockmig.live.consumer).
 
 Asking has to be cheap when one event reaches hundreds of sockets, so the checks of one
 process are batched: every check asked while no read is pending joins the next read,
@@ -49,9 +49,14 @@ class Verdict:
         """The close code for a socket that needs `permission`, or None if it may go on."""
         if not self.logged_in:
             return CLOSE_NOT_LOGGED_IN
-        if ALL not in self.permissions and permission not in self.permissions:
+        if not holds(self.permissions, permission):
             return CLOSE_FORBIDDEN
         return None
+
+
+def holds(permissions: frozenset[str], permission: str) -> bool:
+    """Whether a Verdict's (or `permissions_of`'s) permissions include `permission`."""
+    return ALL in permissions or permission in permissions
 
 
 Key = tuple[str, int]  # session key, user id
