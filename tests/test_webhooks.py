@@ -148,6 +148,7 @@ def test_signed_delivery_is_retried_after_a_500_and_the_row_shows_both(users, se
     assert sent["reason"] == "the destination's disk is full"
     assert sent["migration"]["id"] == m.pk and sent["migration"]["host"] == "kvm01"
     assert sent["migration"]["domain"] == "testvm" and sent["migration"]["state"] == "failed"
+    assert sent["migration"]["previous_state"] == "requested"
     assert sent["migration"]["url"].endswith(f"/migrations/{m.pk}/")
     assert sent["migration"]["disks"] == [{"target": "vda", "source": "/i/vda.qcow2", "destination": "/b/vda.qcow2"}]
 

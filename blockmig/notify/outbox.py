@@ -53,7 +53,7 @@ def notify_transition(migration: Migration, *, from_state: str, event_type: str,
             )
             if event is None:
                 return None
-            return _queue(event, migration, actor)
+            return _queue(event, migration, actor, from_state)
     except Exception:
         log.exception("migration %s: notification for %s not queued", migration.pk, to_state)
         return None
@@ -73,7 +73,7 @@ def _reason(event: Event, migration: Migration, actor) -> str:
     return f"Aborted by {actor.get_username()} (requested by {requester})."
 
 
-def payload(event: Event, migration: Migration, actor, reason: str) -> dict:
+def payload(event: Event, migration: Migration, actor, reason: str, from_state: str = "") -> dict:
     """The JSON body every webhook receives (docs/operations.md describes each field)."""
     return {
         "event": f"migration.{event.value}",
@@ -84,6 +84,7 @@ def payload(event: Event, migration: Migration, actor, reason: str) -> dict:
             "id": migration.pk,
             "url": migration_url(migration.pk),
             "state": str(migration.state),
+            "previous_state": from_state,
             "host": migration.hypervisor.name,
             "domain": migration.domain_name,
             "domain_uuid": migration.domain_uuid,
@@ -101,9 +102,9 @@ SUBJECTS = {
 }
 
 
-def _queue(event: Event, migration: Migration, actor) -> Notification:
+def _queue(event: Event, migration: Migration, actor, from_state: str) -> Notification:
     reason = _reason(event, migration, actor)
-    body = payload(event, migration, actor, reason)
+    body = payload(event, migration, actor, reason, from_state)
     people = audience(event, migration)
     subject = SUBJECTS[event].format(
         id=migration.pk, domain=migration.domain_name, host=migration.hypervisor.name, actor=body["actor"]
