@@ -32,6 +32,7 @@ def render_request(path: str, user: Any, secure: bool) -> HttpRequest:
     session and no cookies: what a frame shared by an audience may depend on."""
     request = _request_factory.get(path, secure=secure)
     request.user = user
+    # What django-htmx's middleware would set; HttpRequest does not declare it.
     request.htmx = HtmxDetails(request)  # type: ignore[attr-defined]
     return request
 
