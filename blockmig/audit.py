@@ -61,6 +61,7 @@ class EventType(models.TextChoices):
     WEBHOOK_ADDED = "webhook_added", "Webhook endpoint added"
     WEBHOOK_CHANGED = "webhook_changed", "Webhook endpoint changed"
     WEBHOOK_DELETED = "webhook_deleted", "Webhook endpoint deleted"
+    WEBHOOK_TESTED = "webhook_tested", "Webhook endpoint tested"
     DELIVERY_RETRIED = "delivery_retried", "Notification delivery retried"
     # Sign-in (blockmig.login_audit).
     LOGIN_FAILED = "login_failed", "Sign-in failed"

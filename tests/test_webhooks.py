@@ -263,3 +263,23 @@ def test_a_real_worker_process_delivers_the_webhook(transactional_db, users, tmp
     assert verify(SECRET, request["body"], request["headers"][TIMESTAMP_HEADER], request["headers"][SIGNATURE_HEADER])
     assert json.loads(request["body"])["reason"] == "the host went away"
     assert row.attempts == 1, (tmp_path / "worker.log").read_text()
+
+
+def test_admin_sends_a_signed_test_post_and_sees_the_answer(client_for, users):
+    from blockmig.models import AuditEvent
+
+    with Receiver([200]) as receiver:
+        endpoint = WebhookEndpoint.objects.create(name="chat", url=receiver.url, secret=SECRET)
+        response = client_for("admin").post(f"/notifications/webhooks/{endpoint.pk}/test/", follow=True)
+    assert "chat answered HTTP 200 to a signed test POST" in response.content.decode()
+    (request,) = receiver.received
+    assert verify(SECRET, request["body"], request["headers"][TIMESTAMP_HEADER], request["headers"][SIGNATURE_HEADER])
+    assert json.loads(request["body"])["event"] == "test"
+    assert AuditEvent.objects.get(event_type="webhook_tested").details["ok"] is True
+    assert client_for("operator").post(f"/notifications/webhooks/{endpoint.pk}/test/").status_code == 403
+
+
+def test_a_test_post_to_a_dead_endpoint_says_why(client_for, users):
+    endpoint = WebhookEndpoint.objects.create(name="gone", url=refused_url(), secret=SECRET)
+    response = client_for("admin").post(f"/notifications/webhooks/{endpoint.pk}/test/", follow=True)
+    assert "gone did not take the test POST: connection refused" in response.content.decode()

@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from blockmig.audit import audit_record
 from blockmig.notify.models import Delivery, WebhookEndpoint
+from blockmig.notify.sender import Outcome, send_test
 
 AUDITED_FIELDS = ("name", "url", "enabled", "events")
 
@@ -60,6 +61,25 @@ def webhook_delete(*, user, endpoint: WebhookEndpoint) -> None:
         pk = endpoint.pk
         endpoint.delete()
         audit_record(event_type="webhook_deleted", actor=user, details={"webhook": pk, **values})
+
+
+def webhook_test(*, user, endpoint: WebhookEndpoint) -> Outcome:
+    """Send a signed test POST now and audit how it went (the admin waits for the answer,
+    at most BLOCKMIG_WEBHOOK_TIMEOUT)."""
+    outcome = send_test(endpoint.url, endpoint.secret, sent_by=user.get_username())
+    with transaction.atomic():
+        audit_record(
+            event_type="webhook_tested",
+            actor=user,
+            details={
+                "webhook": endpoint.pk,
+                "name": endpoint.name,
+                "ok": outcome.ok,
+                "status": outcome.status,
+                "error": outcome.error,
+            },
+        )
+    return outcome
 
 
 def delivery_retry(*, user, delivery: Delivery) -> Delivery:

@@ -104,6 +104,18 @@ def send_webhook(url: str, secret: str, notification: Notification, delivery_id:
         return Outcome(False, f"cannot send: {error}")
 
 
+def send_test(url: str, secret: str, *, sent_by: str) -> Outcome:
+    """A signed POST like a real one, for an admin checking an endpoint (nothing is stored)."""
+    body = {
+        "event": "test",
+        "occurred_at": timezone.now().isoformat(),
+        "reason": f"A test sent by {sent_by} from the webhook's page.",
+        "actor": sent_by,
+        "migration": None,
+    }
+    return send_webhook(url, secret, Notification(payload=body), delivery_id=0)
+
+
 def send_email(address: str, notification: Notification) -> Outcome:
     try:
         EmailMessage(subject=notification.subject, body=notification.text, to=[address]).send()

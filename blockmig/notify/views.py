@@ -115,6 +115,18 @@ def webhook(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @require_POST
+@permission_required("notify.change_webhookendpoint")
+def webhook_test(request: HttpRequest, pk: int) -> HttpResponse:
+    endpoint = get_object_or_404(WebhookEndpoint, pk=pk)
+    outcome = endpoints.webhook_test(user=request.user, endpoint=endpoint)
+    if outcome.ok:
+        messages.success(request, f"{endpoint.name} answered HTTP {outcome.status} to a signed test POST.")
+    else:
+        messages.error(request, f"{endpoint.name} did not take the test POST: {outcome.error}")
+    return redirect("notification_webhook", pk=endpoint.pk)
+
+
+@require_POST
 @permission_required("notify.delete_webhookendpoint")
 def webhook_delete(request: HttpRequest, pk: int) -> HttpResponse:
     endpoint = get_object_or_404(WebhookEndpoint, pk=pk)
