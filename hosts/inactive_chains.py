@@ -22,6 +22,7 @@ import xml.etree.ElementTree as ET
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from hosts.records import ChainLayer
 
@@ -71,7 +72,7 @@ def _absolute(backing: str, image_path: str) -> str:
     return posixpath.normpath(posixpath.join(posixpath.dirname(image_path), backing))
 
 
-def _facts_from_qemu_img(entry: dict, path: str) -> ImageFacts:
+def _facts_from_qemu_img(entry: dict[str, Any], path: str) -> ImageFacts:  # one layer of qemu-img's JSON
     backing = entry.get("full-backing-filename") or entry.get("backing-filename") or ""
     return ImageFacts(
         path=path,
