@@ -13,7 +13,7 @@ export DJANGO_SETTINGS_MODULE := blockmig.settings
 
 APT_PACKAGES := libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 \
 	qemu-utils libvirt-dev pkg-config e2fsprogs redis-server postgresql chromium \
-	busybox-static linux-image-cloud-amd64 cpio gcc python3-dev systemd iptables
+	busybox-static linux-image-cloud-amd64 cpio gcc python3-dev systemd lvm2 iptables
 
 # A Python >= 3.12: on PATH first, else pyenv's newest.
 PYTHON_BASE := $(shell for p in python3.13 python3.12 $$(ls -d $$(pyenv root 2>/dev/null)/versions/3.1[23]*/bin/python 2>/dev/null | sort -r); do \
@@ -24,7 +24,7 @@ PYTHON_BASE := $(shell for p in python3.13 python3.12 $$(ls -d $$(pyenv root 2>/
 packages:
 	@if ! command -v virsh >/dev/null || ! command -v redis-server >/dev/null || ! command -v chromium >/dev/null \
 	    || ! command -v qemu-img >/dev/null || ! command -v debugfs >/dev/null || ! command -v pg_ctlcluster >/dev/null \
-	    || ! command -v systemd-analyze >/dev/null || ! command -v iptables >/dev/null \
+	    || ! command -v systemd-analyze >/dev/null || ! command -v iptables >/dev/null || ! command -v pvcreate >/dev/null \
 	    || ! ls /boot/vmlinuz-*cloud-amd64 >/dev/null 2>&1 || ! test -x /bin/busybox; then \
 	  echo "==> installing system packages"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); \

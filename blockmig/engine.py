@@ -39,7 +39,7 @@ from blockmig.lifecycle import (
 )
 from blockmig.models import Migration, MigrationDisk, Plan
 from blockmig.plan_rules import pivot_allowed_by, pivot_wait_reason
-from blockmig.preflight import DiskRequest, check_on_host
+from blockmig.preflight import DiskRequest, check_on_host, destination_medium
 from blockmig.progress import Sample, add_sample, moving_rate
 from blockmig.states import TERMINAL_STATES, State
 from blockmig.verification import pivot_problems
@@ -110,6 +110,7 @@ class Driver:
         self.history: tuple[Sample, ...] = ()  # for the rate (blockmig.progress)
         self.last_write = 0.0
         self.max_end = 0
+        self.dest_kinds: dict[str, str] = {}  # target -> file/block/network (dest_kind)
 
     # -- lease ------------------------------------------------------------------------
 
@@ -362,6 +363,8 @@ class Driver:
                 synchronous_writes=migration.synchronous_writes,
                 allowed_roots=migration.hypervisor.allowed_roots,
                 migration_id=migration.pk,
+                mode=migration.mode,
+                dest_format=migration.dest_format,
             )
         except Refused as refused:
             raise Failed(f"Preflight before the copy refused: {refused.message}") from None
@@ -416,11 +419,27 @@ class Driver:
             bandwidth_bytes=migration.bandwidth_mib * 2**20,
             granularity=migration.granularity,
             buf_size=migration.buf_size,
+            kind=self.dest_kind(disk),
         )
         self.applied_bandwidth = migration.bandwidth_mib
-        self.disk_update(disk, job_started=True, dest_identity=self.identity(disk.destination))
+        self.disk_update(disk, job_started=True, dest_identity=self.identity(disk.destination, self.dest_kind(disk)))
 
-    def identity(self, path: str) -> str:
+    def dest_kind(self, disk: MigrationDisk) -> str:
+        """file, block or network, told apart as preflight does (an nbd:// URL, a path the
+        host reports as a block device, else a file). Asked once per driver: a device that
+        vanishes later still counts as one, so the check before the pivot refuses it."""
+        if disk.target not in self.dest_kinds:
+            self.dest_kinds[disk.target] = destination_medium(self.host, disk.destination)
+        return self.dest_kinds[disk.target]
+
+    def identity(self, path: str, kind: str = "file") -> str:
+        """Which file or device `path` is now ("" where the host cannot tell). An NBD export
+        has no identity a client can ask for: the page says so before the approval."""
+        if kind == "network":
+            return ""
+        if kind == "block":
+            device = self.host.block_device(path)
+            return device.identity if device is not None else ""
         try:
             return self.on_host.file_identity(path)
         except FileNotFoundError:
@@ -452,7 +471,11 @@ class Driver:
                 )
             if not disk.job_started or not disk.dest_identity:
                 # We died between libvirt accepting the copy and saying so.
-                self.disk_update(disk, job_started=True, dest_identity=disk.dest_identity or self.identity(disk.destination))
+                self.disk_update(
+                    disk,
+                    job_started=True,
+                    dest_identity=disk.dest_identity or self.identity(disk.destination, self.dest_kind(disk)),
+                )
         if started:
             self.refresh_inventory(migration, started_copy=True)
 
@@ -465,7 +488,7 @@ class Driver:
                 f"The block copy of {disk.target} was cancelled outside blockmig (for example with "
                 f"`virsh blockjob {migration.domain_name} {disk.target} --abort`); the guest stays on {disk.source_path}."
             )
-        space = self.on_host.free_space(disk.destination)
+        space = self.host.free_space(disk.destination) if self.dest_kind(disk) == "file" else None
         if space is not None and space[0] < NEARLY_FULL:
             free, total = space
             return (
@@ -567,7 +590,8 @@ class Driver:
         with self.lock:
             events = {t: datetime.fromtimestamp(at, UTC).isoformat() for t, at in self.ready_events.items()}
         for disk in disks:
-            self.disk_update(disk, ready=True, dest_size_at_ready=self.on_host.file_size(disk.destination))
+            size = self.host.file_size(disk.destination) if self.dest_kind(disk) == "file" else None
+            self.disk_update(disk, ready=True, dest_size_at_ready=size)
         self.transition(
             State.READY,
             expect={State.COPYING},
@@ -641,16 +665,24 @@ class Driver:
         self.finish(self.load())
 
     def check_destination_unchanged(self, disk: MigrationDisk) -> None:
-        try:
-            identity = self.on_host.file_identity(disk.destination)
-            size = self.on_host.file_size(disk.destination)
-        except FileNotFoundError:
-            identity, size = None, None
+        kind = self.dest_kind(disk)
+        if kind == "network":
+            return  # an NBD export has no identity to compare (the page said so before the approval)
+        size: int | None
+        if kind == "block":
+            device = self.host.block_device(disk.destination)
+            identity, size = (device.identity, None) if device is not None else (None, None)
+        else:
+            try:
+                identity = self.host.file_identity(disk.destination)
+                size = self.host.file_size(disk.destination)
+            except FileNotFoundError:
+                identity, size = None, None
         changed = None
         if identity is None:
-            changed = "it no longer exists"
+            changed = "it is no longer a block device" if kind == "block" else "it no longer exists"
         elif disk.dest_identity and identity != disk.dest_identity:
-            changed = "another file now has its name"
+            changed = "another device now has its name" if kind == "block" else "another file now has its name"
         elif disk.dest_size_at_ready is not None and size is not None and size < disk.dest_size_at_ready:
             changed = f"it shrank from {disk.dest_size_at_ready} to {size} bytes"
         if changed:
@@ -669,11 +701,11 @@ class Driver:
     def finish(self, migration: Migration) -> None:
         uuid = migration.domain_uuid
         disks = list(migration.disks.all())
-        moves = {d.target: (d.destination, migration.dest_format) for d in disks}
+        moves = {d.target: (d.destination, migration.dest_format, self.dest_kind(d)) for d in disks}
         if migration.definition_strategy == "undefine" and not self.on_host.is_persistent(uuid):
             self.confirm_lease()
             self.on_host.define(retarget_definition(migration.saved_definition, moves))
-            self._note("definition_restored", {"points_to": {t: p for t, (p, _f) in moves.items()}}, domain_undefined=False)
+            self._note("definition_restored", {"points_to": {t: move[0] for t, move in moves.items()}}, domain_undefined=False)
         problems = self.verify(migration, disks)
         self._note("verified", {"ok": not problems, "problems": problems})
         if problems:
@@ -773,7 +805,11 @@ class Driver:
             return False
         if exists and self.on_host.is_persistent(migration.domain_uuid):
             return False
-        moves = {d.target: (d.destination, migration.dest_format) for d in migration.disks.all() if d.target in pivoted}
+        moves = {
+            d.target: (d.destination, migration.dest_format, self.dest_kind(d))
+            for d in migration.disks.all()
+            if d.target in pivoted
+        }
         self.confirm_lease()
         self.on_host.define(retarget_definition(migration.saved_definition, moves))
         self._note("definition_restored", {"points_to_destination": sorted(moves)}, domain_undefined=False)

@@ -30,6 +30,8 @@ from blockmig.preflight import (
 )
 from blockmig.progress import format_bytes
 from blockmig.states import State
+from hosts.adapter import ConnectFailure, LibvirtFailure, open_block_jobs
+from hosts.records import BlockPool
 
 LOCAL_URI = "qemu:///system"
 
@@ -67,6 +69,36 @@ def storage_roots(hypervisor) -> list[Root]:
         except OSError:
             roots.append(Root(path, None, "directory not found"))
     return roots
+
+
+@dataclass(frozen=True)
+class OfferedPool:
+    """A libvirt pool of block devices (a volume group for `logical`), as the form offers it:
+    its volumes are destinations only where its directory is an allowed root."""
+
+    pool: BlockPool
+    allowed: bool
+
+    @property
+    def free_text(self) -> str:
+        return f"{format_bytes(self.pool.available)} free of {format_bytes(self.pool.capacity)}"
+
+
+BLOCK_STORAGE_TIMEOUT = 3.0  # seconds the request page waits for the host's pools
+
+
+def block_storage(hypervisor) -> tuple[list[OfferedPool], str]:
+    """The host's block-device pools for the request form, and why none could be read ("")
+    when the host did not answer. Pools outside the allowed roots are listed, marked."""
+    if not hypervisor.enabled:
+        return [], ""
+    try:
+        with open_block_jobs(hypervisor.uri, BLOCK_STORAGE_TIMEOUT) as host:
+            pools = host.block_pools()
+    except (ConnectFailure, LibvirtFailure) as problem:
+        return [], str(problem)
+    roots = [posixpath.normpath(r) for r in hypervisor.allowed_roots or []]
+    return [OfferedPool(pool, posixpath.normpath(pool.target) in roots) for pool in pools], ""
 
 
 def suggested_destination(roots: list[str], source: str) -> str:
@@ -164,7 +196,11 @@ class MigrationRequestForm(forms.Form):
                 required=single,
                 max_length=1024,
                 initial=suggested_destination(self.roots, disk.source),
-                help_text="Absolute path inside one of the allowed roots listed above.",
+                help_text=(
+                    "Absolute path inside one of the allowed roots listed above: a file, or a block device such as "
+                    "/dev/<vg>/<lv>; or an NBD export, nbd://host:port/export. Devices and exports take a raw, full "
+                    "copy with “reuse”, and must be exactly the disk's virtual size."
+                ),
                 error_messages={"required": "Give the destination file's path."},
                 widget=forms.TextInput(
                     attrs={"list": "allowed-roots", "spellcheck": "false", "autocomplete": "off", "class": "path"}

@@ -240,7 +240,9 @@ def migration_request(
                 actor=user,
                 to_state=State.REQUESTED,
                 details={
-                    "disks": {d.target: {"source": d.source_path, "destination": d.destination} for d in plan.disks},
+                    "disks": {
+                        d.target: {"source": d.source_path, "destination": d.destination, "kind": d.kind} for d in plan.disks
+                    },
                     "mode": mode,
                     "dest_format": dest_format,
                     "reuse_destination": reuse_destination,

@@ -11,16 +11,27 @@ from __future__ import annotations
 import math
 import os
 import posixpath
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from django.db.models import Q
 
 from blockmig.errors import Refused
 from blockmig.models import MigrationDisk
-from hosts.adapter import BlockJobHost, ConnectFailure, LibvirtFailure, open_block_jobs, uri_is_local
+from blockmig.progress import format_bytes
+from hosts.adapter import (
+    NBD_DEFAULT_PORT,
+    BlockJobHost,
+    ConnectFailure,
+    LibvirtFailure,
+    open_block_jobs,
+    uri_is_local,
+)
 from hosts.domxml import domain_identity, parse_disks
 from hosts.models import Disk, Hypervisor
+from hosts.nbd import NbdUnreadable, nbd_export_size
 from hosts.records import DiskRecord
 
 if TYPE_CHECKING:
@@ -42,6 +53,7 @@ class PlannedDisk:
     source_path: str
     source_chain: list[str]  # active layer first
     destination: str
+    kind: str = "file"  # file, block (a device such as an LV) or network (an NBD export)
 
 
 @dataclass
@@ -142,8 +154,11 @@ def _inside(path: str, root: str) -> bool:
 
 
 def check_destination_shape(destination: str, allowed_roots: list[str], source: str = "") -> str:
-    """The normalised destination, if it is an absolute file path under an allowed root.
-    The one place these rules live: the request form shows these messages as field errors."""
+    """The normalised destination, if it is an absolute file path under an allowed root or
+    an NBD export (nbd://host:port/export). The one place these rules live: the request
+    form shows these messages as field errors."""
+    if is_url((destination or "").strip()):
+        return parse_nbd_url(destination.strip()).url
     check_path_text(destination or "")
     destination = (destination or "").strip()
     if not destination:
@@ -209,6 +224,8 @@ def check_on_host(
     synchronous_writes: bool,
     allowed_roots: list[str],
     migration_id: int | None = None,
+    mode: str | None = None,
+    dest_format: str | None = None,
 ) -> Plan:
     try:
         state = host.domain_state(domain_uuid)
@@ -245,9 +262,20 @@ def check_on_host(
         if other is not None:
             raise Refused(f"Migration #{other.migration_id} is already moving {name}/{request.target}.", "disks")
         chain = [layer.path for layer in disk.chain if layer.path]
-        check_destination_on_host(host, request.destination, chain, reuse_destination, allowed_roots)
+        kind = destination_kind(host, request.destination)
+        if mode is not None and dest_format is not None:
+            check_kind_options(kind, request.destination, mode=mode, dest_format=dest_format, reuse=reuse_destination)
+        if kind == "file":
+            check_destination_on_host(host, request.destination, chain, reuse_destination, allowed_roots)
+        else:
+            where = f"{name}/{request.target}"
+            capacity = host.disk_capacity(domain_uuid, request.target)
+            if kind == "block":
+                check_block_destination(host, request.destination, chain, capacity, where)
+            else:
+                check_nbd_destination(request.destination, capacity, where)
         check_not_another_disk(hypervisor, request.destination)
-        plan.disks.append(PlannedDisk(request.target, disk.source, chain, request.destination))
+        plan.disks.append(PlannedDisk(request.target, disk.source, chain, request.destination, kind))
     return plan
 
 
@@ -320,6 +348,189 @@ def check_destination_on_host(
         raise Refused(f"“Reuse” needs an existing {destination}, and there is none.", "destination")
 
 
+# -- destinations beyond files: block devices and NBD exports ---------------------------
+#
+# A block device (an LVM logical volume, a partition, a LUN) or an NBD export is the disk
+# itself: the copy is raw and full, onto a device or export that exists already (libvirt's
+# REUSE_EXT), of exactly the source's virtual size: QEMU's mirror cannot grow a device, and
+# refused a bigger one too in the lab (QEMU 7.2). blockmig never creates or removes either.
+
+NBD_EXAMPLE = "nbd://HOST:PORT/EXPORT, for example nbd://10.0.0.5:10809/vm1-vda"
+NBD_SIZE_TIMEOUT = 10.0  # seconds qemu-img may take to read an export's size
+MAX_URL_CHARS = 1024  # what MigrationDisk.destination holds (the NBD protocol allows longer names)
+_NBD_HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$")
+_NBD_EXPORT = re.compile(r"^[A-Za-z0-9._~+=:@/-]+$")
+DEVICE_DIRECTORY = "/dev/"  # nothing under it is ever a regular file a copy may create
+
+
+@dataclass(frozen=True)
+class NbdExport:
+    host: str
+    port: int
+    export: str
+
+    @property
+    def url(self) -> str:
+        """The form libvirt's XML reads back as (hosts.domxml), so it compares as stored."""
+        return f"nbd://{self.host}:{self.port}/{self.export}"
+
+
+def is_url(destination: str) -> bool:
+    return "://" in destination or destination.lower().startswith("nbd:")
+
+
+def parse_nbd_url(text: str) -> NbdExport:
+    """An NBD export over TCP, or Refused saying what to change in the URL."""
+    index = _control_character(text)
+    if index is not None:
+        raise Refused(
+            f"The URL has a control character (U+{ord(text[index]):04X}) at position {index + 1}: type it without one.",
+            "destination",
+        )
+    if len(text) > MAX_URL_CHARS:
+        raise Refused(f"An NBD URL may have at most {MAX_URL_CHARS} characters.", "destination")
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        raise Refused(f"The port in “{text}” must be a number from 1 to 65535 ({NBD_EXAMPLE}).", "destination") from None
+    if parts.scheme.lower() != "nbd":
+        raise Refused(
+            f"Only NBD exports over TCP can be network destinations ({NBD_EXAMPLE}); “{parts.scheme}://” is not one.",
+            "destination",
+        )
+    if parts.username is not None or parts.password is not None:
+        raise Refused("NBD has no user names or passwords: remove the “…@” before the host.", "destination")
+    if parts.query or parts.fragment or text.endswith(("?", "#")):
+        raise Refused("Remove the “?…” or “#…” part: options such as TLS are not supported for NBD destinations.", "destination")
+    host = parts.hostname or ""
+    if not host:
+        raise Refused(f"Name the NBD server's host: {NBD_EXAMPLE}.", "destination")
+    if ":" in host or not _NBD_HOST.match(host):
+        raise Refused(
+            f"“{host}” is not a host name or IPv4 address blockmig accepts for an NBD server (IPv6 literals are not "
+            "supported yet).",
+            "destination",
+        )
+    if port == 0:
+        raise Refused(f"The port in “{text}” must be a number from 1 to 65535 ({NBD_EXAMPLE}).", "destination")
+    port = port or NBD_DEFAULT_PORT
+    export = parts.path[1:]
+    if not export:
+        raise Refused(
+            f"Name the export after the port: nbd://{host}:{port}/EXPORT (the name qemu-nbd serves with -x).", "destination"
+        )
+    if not _NBD_EXPORT.match(export):
+        raise Refused(
+            f"The export name “{export}” has a character blockmig does not pass on (spaces, %, quotes …): use letters, "
+            "digits and . _ - / : + = ~ @.",
+            "destination",
+        )
+    return NbdExport(host.lower(), port, export)
+
+
+def is_network_destination(destination: str) -> bool:
+    """An NBD export (stored normalised by check_destination_shape)."""
+    return destination.startswith("nbd://")
+
+
+def destination_medium(host: BlockJobHost, destination: str) -> str:
+    """file, block or network, as the host sees the destination now."""
+    if is_network_destination(destination):
+        return "network"
+    if host.block_device(destination) is not None:
+        return "block"
+    return "file"
+
+
+def destination_kind(host: BlockJobHost, destination: str) -> str:
+    """file, block or network, for a request. A path under /dev/ must be a block device the
+    host reports: a copy never creates a regular file there (blockmig makes no LVs)."""
+    kind = destination_medium(host, destination)
+    if kind == "file" and destination.startswith(DEVICE_DIRECTORY):
+        raise Refused(
+            f"There is no block device {destination} on the host: create the logical volume first, of exactly the "
+            "disk's virtual size (lvcreate -L SIZEb -n NAME VG), then tick “reuse”.",
+            "destination",
+        )
+    return kind
+
+
+def check_kind_options(kind: str, destination: str, *, mode: str, dest_format: str, reuse: bool) -> None:
+    """A block device or an NBD export takes a raw, full copy onto what exists already."""
+    if kind == "file":
+        return
+    what = "a block device" if kind == "block" else "an NBD export"
+    if dest_format != "raw":
+        raise Refused(
+            f"{destination} is {what}: the copy is written onto it as raw, so choose the raw format (and a full copy).",
+            "dest_format",
+        )
+    if mode != "full":
+        raise Refused(
+            f"A copy onto {what} must be full: raw {destination} cannot point at the backing chain. Choose a full copy.",
+            "mode",
+        )
+    if not reuse:
+        raise Refused(
+            f"{destination} is {what} that exists already: tick “reuse” (blockmig copies onto it and never creates or "
+            "removes it).",
+            "reuse_destination",
+        )
+
+
+def check_destination_size(destination: str, size: int, capacity: int, where: str) -> None:
+    """The device or export must hold exactly the disk's virtual size."""
+    if size < capacity:
+        raise Refused(
+            f"{destination} is too small: it holds {size} bytes ({format_bytes(size)}) and {where} has a virtual size of "
+            f"{capacity} bytes ({format_bytes(capacity)}). Give one of exactly {capacity} bytes.",
+            "destination",
+        )
+    if size > capacity:
+        raise Refused(
+            f"{destination} holds {size} bytes ({format_bytes(size)}), more than the virtual size of {where}, "
+            f"{capacity} bytes ({format_bytes(capacity)}): QEMU mirrors only onto a target of the same size. Give one of "
+            f"exactly {capacity} bytes.",
+            "destination",
+        )
+
+
+def check_block_destination(host: BlockJobHost, destination: str, chain: list[str], capacity: int, where: str) -> None:
+    device = host.block_device(destination)
+    if device is None:
+        raise Refused(f"{destination} is no longer a block device on the host.", "destination")
+    if host.is_local:
+        real = os.path.realpath(destination)
+        if real in [os.path.realpath(p) for p in chain]:
+            raise Refused(f"{destination} is {where}'s own device (or a layer of its chain): choose another.", "destination")
+    elif destination in chain:
+        raise Refused(f"{destination} is {where}'s own device (or a layer of its chain): choose another.", "destination")
+    if device.busy:
+        raise Refused(f"{destination} is in use on the host ({device.busy}): choose a free device.", "destination")
+    if device.size is None:
+        raise Refused(
+            f"The host cannot tell the size of {destination}: put its volume group under a libvirt storage pool "
+            "(type logical) so blockmig can check it.",
+            "destination",
+        )
+    check_destination_size(destination, device.size, capacity, where)
+
+
+def check_nbd_destination(url: str, capacity: int, where: str) -> None:
+    """The size an export serves, read from blockmig's own machine with qemu-img: an NBD
+    export reports no identity, so its size is what can be checked (docs/engine.md)."""
+    try:
+        size = nbd_export_size(url, NBD_SIZE_TIMEOUT)
+    except NbdUnreadable as problem:
+        raise Refused(
+            f"blockmig could not read the export {url} ({problem}): check that qemu-nbd serves it there "
+            "(qemu-nbd --persistent -x EXPORT -p PORT …) and that this machine can reach that host and port.",
+            "destination",
+        ) from None
+    check_destination_size(url, size, capacity, where)
+
+
 def preflight_request(
     *,
     user: User | AnonymousUser,
@@ -356,6 +567,8 @@ def preflight_request(
                 reuse_destination=reuse_destination,
                 synchronous_writes=synchronous_writes,
                 allowed_roots=hypervisor.allowed_roots,
+                mode=mode,
+                dest_format=dest_format,
             )
     except ConnectFailure as failure:
         raise Refused(f"{hypervisor.name} is unreachable: {failure.message}") from None

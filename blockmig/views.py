@@ -34,8 +34,16 @@ from django.views.decorators.http import require_GET, require_POST
 
 from blockmig import lifecycle, plan_rules, preflight, progress, selectors, states
 from blockmig.errors import Refused
-from blockmig.forms import AuditFilterForm, AutoPivotForm, BandwidthForm, MigrationRequestForm, storage_roots
+from blockmig.forms import (
+    AuditFilterForm,
+    AutoPivotForm,
+    BandwidthForm,
+    MigrationRequestForm,
+    block_storage,
+    storage_roots,
+)
 from blockmig.models import AuditEvent, Migration
+from blockmig.preflight import is_network_destination
 from blockmig.states import State
 from hosts import selectors as host_selectors
 from hosts.models import Disk, Domain, Hypervisor
@@ -118,7 +126,11 @@ def migration_context(migration: Migration, user) -> dict:
         "disks": disks,
         # Disks whose destination this host cannot identify (no storage pool holds it), so
         # the pivot cannot first confirm that it is still the file the copy began with.
-        "unverifiable_destinations": [d.destination for d in disks if d.job_started and not d.dest_identity],
+        "unverifiable_destinations": [
+            d.destination for d in disks if d.job_started and not d.dest_identity and not is_network_destination(d.destination)
+        ],
+        # NBD exports report no identity at all: whatever serves the name at the pivot gets the guest.
+        "network_destinations": [d.destination for d in disks if is_network_destination(d.destination)],
     }
 
 
@@ -179,6 +191,7 @@ def _request_page(request, hypervisor, domain, disks, *, single: bool, skipped=(
     warnings += [
         f"{d.target} already has a {d.job_type} block job: preflight will refuse until it ends." for d in disks if d.has_job
     ]
+    block_pools, block_pools_unknown = block_storage(hypervisor)
     return render(
         request,
         "blockmig/migration_form.html",
@@ -189,6 +202,8 @@ def _request_page(request, hypervisor, domain, disks, *, single: bool, skipped=(
             "disks": disks,
             "single": single,
             "roots": storage_roots(hypervisor),
+            "block_pools": block_pools,
+            "block_pools_unknown": block_pools_unknown,
             "warnings": warnings,
             "skipped": skipped,
         },

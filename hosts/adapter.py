@@ -7,18 +7,31 @@ or LibvirtFailure (the host answered no), each with a message an operator can ac
 
 from __future__ import annotations
 
+import errno
 import os
 import posixpath
+import stat
 import threading
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Mapping
 from dataclasses import replace
 from urllib.parse import urlsplit
 
 import libvirt
 
 from hosts import domxml, inactive_chains
-from hosts.records import BlockJobInfo, DiskRecord, DomainRecord, HostFacts, Inventory, version_string
+from hosts.records import (
+    BlockDevice,
+    BlockJobInfo,
+    BlockPool,
+    DiskRecord,
+    DomainRecord,
+    HostFacts,
+    Inventory,
+    StorageVolume,
+    version_string,
+)
 from hosts.uris import uri_problem
 
 # libvirt prints every error to stderr by default; we report them ourselves.
@@ -516,32 +529,80 @@ def _disk_paths(disk: DiskRecord) -> set[str]:
     return {disk.source, *(layer.path for layer in disk.chain), disk.job.mirror_path if disk.job else ""}
 
 
-def disk_source_xml(path: str, fmt: str) -> str:
-    """The <disk> a block copy writes to."""
-    disk = ET.Element("disk", type="file", device="disk")
+def _source_element(path: str, kind: str) -> ET.Element:
+    """<source> of a disk on a file, a block device, or an NBD export given as
+    nbd://host:port/export (blockmig.preflight checked and normalised it)."""
+    if kind == "block":
+        return ET.Element("source", dev=path)
+    if kind == "network":
+        url = urlsplit(path)
+        source = ET.Element("source", protocol=url.scheme, name=url.path.lstrip("/"))
+        ET.SubElement(source, "host", name=url.hostname or "", port=str(url.port or NBD_DEFAULT_PORT))
+        return source
+    return ET.Element("source", file=path)
+
+
+# The port an nbd:// URL without one means (IANA's port for NBD).
+NBD_DEFAULT_PORT = 10809
+
+
+# Storage pool types whose volumes are block devices, in the order the form offers them.
+BLOCK_POOL_TYPES = ("logical", "disk", "iscsi", "scsi", "mpath")
+
+
+def _device_size(path: str) -> int | None:
+    """A block device's size in bytes: the end of the device, as a seek finds it."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        return os.lseek(fd, 0, os.SEEK_END)
+    finally:
+        os.close(fd)
+
+
+def _device_busy(path: str) -> str:
+    """Why the kernel holds a local block device, or "". An exclusive open fails with EBUSY
+    while the device is mounted, swapped on, or part of an LVM, md or dm device; a QEMU
+    that has it open does not hold it that way (users_of and the inventory see those)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_EXCL | os.O_CLOEXEC)
+    except OSError as error:
+        if error.errno == errno.EBUSY:
+            return "the kernel holds it (mounted, swap, or part of an LVM, md or device-mapper device)"
+        return ""
+    os.close(fd)
+    return ""
+
+
+def disk_source_xml(path: str, fmt: str, kind: str = "file") -> str:
+    """The <disk> a block copy writes to: type file, block (<source dev>) or network (NBD)."""
+    disk = ET.Element("disk", type=kind, device="disk")
     ET.SubElement(disk, "driver", name="qemu", type=fmt)
-    ET.SubElement(disk, "source", file=path)
+    disk.append(_source_element(path, kind))
     return ET.tostring(disk, encoding="unicode")
 
 
-def retarget_definition(domain_xml: str, moves: dict[str, tuple[str, str]]) -> str:
-    """The inactive XML with each moved disk (target → (path, format)) pointing at its copy."""
+def retarget_definition(domain_xml: str, moves: Mapping[str, tuple[str, ...]]) -> str:
+    """The inactive XML with each moved disk (target → (path, format[, kind])) pointing at
+    its copy; kind is file (the default), block or network."""
     root = ET.fromstring(domain_xml)
     for disk in root.findall("./devices/disk"):
         target = disk.find("target")
         dev = target.get("dev") if target is not None else None
         if dev is None or dev not in moves:
             continue
-        path, fmt = moves[dev]
-        disk.set("type", "file")
+        path, fmt, *rest = moves[dev]
+        kind = rest[0] if rest else "file"
+        disk.set("type", kind)
         for stale in disk.findall("backingStore") + disk.findall("source"):
             disk.remove(stale)
         driver = disk.find("driver")
         if driver is None:
             driver = ET.SubElement(disk, "driver", name="qemu")
         driver.set("type", fmt)
-        source = ET.Element("source", file=path)
-        disk.insert(list(disk).index(driver) + 1, source)
+        disk.insert(list(disk).index(driver) + 1, _source_element(path, kind))
     return ET.tostring(root, encoding="unicode")
 
 
@@ -692,6 +753,77 @@ class BlockJobHost(HostConnection):
             return None
         return st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
 
+    # -- block devices and their pools (destinations beyond files) --------------------
+
+    def disk_capacity(self, uuid: str, target: str) -> int:
+        """The disk's virtual size in bytes (what the guest sees), from virDomainGetBlockInfo."""
+        capacity, _allocation, _physical = self._call(self.domain(uuid).blockInfo, target, 0)
+        return int(capacity)
+
+    def block_device(self, path: str) -> BlockDevice | None:
+        """The block device at `path` (links followed, as for /dev/<vg>/<lv> → ../dm-3), or
+        None when the path names something else or nothing. Locally: its size, its device
+        number as identity, and whether the kernel holds it (mounted, an LVM or md member);
+        remotely: a storage volume of block type that a pool reports."""
+        if self.is_local:
+            try:
+                st = os.stat(path)
+            except OSError:
+                return None
+            if not stat.S_ISBLK(st.st_mode):
+                return None
+            return BlockDevice(
+                path=path,
+                size=_device_size(path),
+                identity=f"rdev:{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}",
+                busy=_device_busy(path),
+            )
+        try:
+            volume = self.open_conn.storageVolLookupByPath(path)
+            kind, capacity, _allocation = volume.info()
+            key = volume.key()
+        except libvirt.libvirtError:
+            return None
+        if kind != libvirt.VIR_STORAGE_VOL_BLOCK:
+            return None
+        return BlockDevice(path=path, size=int(capacity), identity=f"volume:{key}")
+
+    def block_pools(self) -> list[BlockPool]:
+        """Active storage pools whose volumes are block devices (volume groups first), each
+        with its volumes, for the request form to offer. Pools that cannot be read are left out."""
+        pools = []
+        try:
+            listed = self._call(self.open_conn.listAllStoragePools, libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE)
+        except LibvirtFailure:
+            return []  # a driver without storage pools
+        for pool in listed:
+            try:
+                root = ET.fromstring(self._call(pool.XMLDesc, 0))
+                kind = root.get("type", "")
+                if kind not in BLOCK_POOL_TYPES:
+                    continue
+                self._call(pool.refresh, 0)  # volumes made outside libvirt (lvcreate) show up too
+                volumes = []
+                for volume in self._call(pool.listAllVolumes, 0):
+                    _type, capacity, _allocation = self._call(volume.info)
+                    volumes.append(StorageVolume(volume.name(), volume.path(), int(capacity), volume.key()))
+                _state, capacity, _allocation, available = self._call(pool.info)
+            except (LibvirtFailure, ET.ParseError):
+                continue
+            source = root.findtext("./source/name") or (root.find("./source/device") or ET.Element("d")).get("path") or ""
+            pools.append(
+                BlockPool(
+                    name=pool.name(),
+                    type=kind,
+                    source=source,
+                    target=root.findtext("./target/path", ""),
+                    capacity=int(capacity),
+                    available=int(available),
+                    volumes=tuple(sorted(volumes, key=lambda v: v.path)),
+                )
+            )
+        return sorted(pools, key=lambda p: (BLOCK_POOL_TYPES.index(p.type), p.name))
+
     def _pool_space(self, path: str) -> tuple[int, int] | None:
         wanted = posixpath.normpath(path)
         best: tuple[int, libvirt.virStoragePool] | None = None
@@ -733,9 +865,12 @@ class BlockJobHost(HostConnection):
         return False
 
     def remove_file(self, path: str) -> None:
-        """Delete a destination blockmig created (local: unlink; remote: its storage volume)."""
+        """Delete a destination blockmig created (local: unlink; remote: its storage volume).
+        Never a device: blockmig only copies onto block devices someone else made."""
         if self.is_local:
             try:
+                if stat.S_ISBLK(os.stat(path).st_mode):
+                    raise LibvirtFailure(f"{path} is a block device: blockmig never removes one.")
                 os.unlink(path)
             except FileNotFoundError:
                 pass
@@ -761,6 +896,7 @@ class BlockJobHost(HostConnection):
         bandwidth_bytes: int = 0,
         granularity: int | None = None,
         buf_size: int | None = None,
+        kind: str = "file",
     ) -> None:
         flags = 0
         if shallow:
@@ -778,7 +914,7 @@ class BlockJobHost(HostConnection):
             params[libvirt.VIR_DOMAIN_BLOCK_COPY_GRANULARITY] = int(granularity)
         if buf_size:
             params[libvirt.VIR_DOMAIN_BLOCK_COPY_BUF_SIZE] = int(buf_size)
-        self._call(self.domain(uuid).blockCopy, target, disk_source_xml(destination, dest_format), params, flags)
+        self._call(self.domain(uuid).blockCopy, target, disk_source_xml(destination, dest_format, kind), params, flags)
 
     def set_speed(self, uuid: str, target: str, bandwidth_mib: int) -> None:
         self._call(self.domain(uuid).blockJobSetSpeed, target, int(bandwidth_mib), 0)

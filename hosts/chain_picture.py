@@ -143,6 +143,28 @@ class Box:
     compact: bool = False
     progress: float | None = None  # 0..1 for a mirror that is still copying
     dashed: bool = False
+    medium: str = "file"  # file, block (a device: square corners, an inner edge) or network (NBD: round ends)
+
+    @property
+    def corner(self) -> float:
+        """Corner radius: the shape tells a file from a block device from a network export."""
+        return {"block": 0, "network": self.h / 2}.get(self.medium, 6)
+
+    @property
+    def edge_x(self) -> float:
+        return self.x + 4
+
+    @property
+    def edge_y(self) -> float:
+        return self.y + 4
+
+    @property
+    def edge_w(self) -> float:
+        return max(0, self.w - 8)
+
+    @property
+    def edge_h(self) -> float:
+        return max(0, self.h - 8)
 
     @property
     def text_x(self) -> float:
@@ -263,6 +285,22 @@ def job_words(job: BlockJobInfo) -> str:
     return "starting" if percent is None else f"copying {percent}%"
 
 
+# What a layer's detail line starts with, by medium: a file needs no word.
+MEDIUM_WORDS = {"file": "", "block": "block device · ", "network": "NBD export · "}
+
+
+def medium_of(path: str, declared: str = "") -> str:
+    """file, block or network: libvirt's disk type where known, else what the path says
+    (a mirror target carries only its path: /dev/… is a device, nbd://… an export)."""
+    if declared in ("block", "network"):
+        return declared
+    if "://" in path:
+        return "network"
+    if path.startswith("/dev/"):
+        return "block"
+    return "file"
+
+
 def _layer_box(layer: Layer, index: int, count: int, x: float, y: float, w: float, h: float, compact: bool, mini: bool) -> Box:
     font = COMPACT_FONT_SIZE if compact else FONT_SIZE
     path = layer.path or ""
@@ -278,6 +316,7 @@ def _layer_box(layer: Layer, index: int, count: int, x: float, y: float, w: floa
         sizes = f"{human_bytes(layer.capacity)} virtual"
         if layer.allocation is not None:
             sizes += f", {human_bytes(layer.allocation)} allocated"
+    medium = medium_of(path, getattr(layer, "type", "file"))
     if layer.missing:
         kind = "missing"
         name = posixpath.basename(path) or "(unknown file)"
@@ -285,7 +324,7 @@ def _layer_box(layer: Layer, index: int, count: int, x: float, y: float, w: floa
     else:
         kind = "active" if index == 0 else ("base" if index == count - 1 else "backing")
         name = posixpath.basename(path) or path or "(no path)"
-        detail = f"{layer.format or '?'} · {sizes}"
+        detail = f"{MEDIUM_WORDS[medium]}{layer.format or '?'} · {sizes}"
     if compact:
         badge = {"active": "ACTIVE", "base": "BASE", "missing": "MISSING", "backing": ""}[kind]
         # One line: the name takes the left half, badge, format and sizes the right half.
@@ -307,6 +346,7 @@ def _layer_box(layer: Layer, index: int, count: int, x: float, y: float, w: floa
         font_size=font,
         compact=compact,
         dashed=bool(layer.missing),
+        medium=medium,
     )
 
 
@@ -433,10 +473,11 @@ def layout(
                     h=mirror_h,
                     name=ellipsize(posixpath.basename(job.mirror_path), chars_that_fit(MIRROR_WIDTH - 2 * PADDING, FONT_SIZE)),
                     title=job.mirror_path,
-                    detail=f"{job.type} job · {job_words(job)}",
+                    detail=f"{MEDIUM_WORDS[medium_of(job.mirror_path)]}{job.type} job · {job_words(job)}",
                     badge="READY" if job.ready else "",
                     font_size=FONT_SIZE,
                     progress=1.0 if job.ready else (percent or 0) / 100,
+                    medium=medium_of(job.mirror_path),
                 )
             )
             y = active.y + active.h / 2

@@ -86,3 +86,34 @@ class Inventory:
 def version_string(packed: int) -> str:
     """libvirt packs versions as major * 1,000,000 + minor * 1,000 + release."""
     return f"{packed // 1_000_000}.{packed // 1000 % 1000}.{packed % 1000}"
+
+
+@dataclass(frozen=True)
+class BlockDevice:
+    """A block device a copy could be written to, as the host reports it."""
+
+    path: str
+    size: int | None  # bytes; None when the host cannot tell
+    identity: str  # "rdev:MAJOR:MINOR" locally, "volume:<key>" from a pool, "" unknown
+    busy: str = ""  # why the device is in use on the host (mounted, held by LVM/md …), "" if free
+
+
+@dataclass(frozen=True)
+class StorageVolume:
+    name: str
+    path: str
+    capacity: int
+    key: str
+
+
+@dataclass(frozen=True)
+class BlockPool:
+    """A libvirt storage pool whose volumes are block devices (a volume group for `logical`)."""
+
+    name: str
+    type: str  # logical, disk, iscsi, scsi, mpath
+    source: str  # the volume group's name, the device …
+    target: str  # directory the volumes appear in, e.g. /dev/<vg>
+    capacity: int
+    available: int
+    volumes: tuple[StorageVolume, ...] = ()
