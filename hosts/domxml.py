@@ -129,16 +129,27 @@ def merge_block_stats(disks: tuple[DiskRecord, ...], stats: DomainStats) -> tupl
     merged = []
     for disk in disks:
         chain = tuple(_with_sizes(layer, by_key.get((disk.target, layer.path), {})) for layer in disk.chain)
-        merged.append(replace(disk, chain=chain))
+        unchanged = all(new is old for new, old in zip(chain, disk.chain))
+        merged.append(disk if unchanged else replace(disk, chain=chain))
     return tuple(merged)
 
 
 def _with_sizes(layer: ChainLayer, sizes: Mapping[str, int]) -> ChainLayer:
     """The layer with the sizes the stats gave; a size they left out stays as it was."""
-    return replace(
-        layer,
-        capacity=sizes.get("capacity", layer.capacity),
-        allocation=sizes.get("allocation", layer.allocation),
+    capacity = sizes.get("capacity", layer.capacity)
+    allocation = sizes.get("allocation", layer.allocation)
+    if capacity == layer.capacity and allocation == layer.allocation:
+        return layer
+    # The constructor, not dataclasses.replace: this runs for every layer of a first sync,
+    # and replace's field introspection cost more than parsing the layer did.
+    return ChainLayer(
+        depth=layer.depth,
+        path=layer.path,
+        format=layer.format,
+        type=layer.type,
+        capacity=capacity,
+        allocation=allocation,
+        missing=layer.missing,
     )
 
 
