@@ -265,3 +265,43 @@ def test_detail_page_says_an_export_cannot_be_identified_before_approval(client,
     migration_abort(migration=migration, user=people["operator"])
     assert wait_for_state(migration, ["aborted", "failed"], timeout=60).state == "aborted"
     assert vm.sources()["vda"] == str(vm.disks[0].path)
+
+
+def test_pivot_refused_when_the_link_now_leads_to_another_device(domains, people, worker, storage):
+    """Invariant 9 for devices: the path must still lead to the device the copy began on
+    (QEMU keeps writing the one it opened; the definition would name the other)."""
+    vm = domains.seed()
+    device = storage.block_device("swap-lv", SEED_SIZE)
+    other = storage.block_device("swap-other", SEED_SIZE).resolve()
+    host = make_hypervisor([vm.backups, storage.device_dir])
+    assert hypervisor_sync(host).ok
+
+    migration = request(people, host, vm, str(device))
+    wait_for_state(migration, "ready", timeout=120)
+    first = device.resolve()
+    device.unlink()
+    device.symlink_to(other)
+    migration_approve(migration=migration, user=people["approver"])
+    migration = wait_for_state(migration, ["completed", "failed"], timeout=120)
+    assert migration.state == "failed"
+    assert "another device now has its name" in migration.failure_reason
+    assert f"the guest stays on {vm.disks[0].path}" in migration.failure_reason
+    assert vm.sources()["vda"] == str(vm.disks[0].path)
+    assert first.is_block_device() and other.is_block_device()  # neither device was touched
+
+
+def test_undefine_procedure_redefines_the_domain_on_the_device(domains, people, worker, storage):
+    """The older undefine/copy/redefine path writes <disk type='block'> into the saved definition."""
+    vm = domains.seed()
+    device = storage.block_device("undefine-lv", SEED_SIZE)
+    host = make_hypervisor([vm.backups, storage.device_dir])
+    assert hypervisor_sync(host).ok
+
+    migration = request(people, host, vm, str(device), force_undefine=True)
+    migration = approve_and_complete(migration, people)
+    assert migration.definition_strategy == "undefine"
+    assert vm.is_persistent()
+    assert live_disk(vm.inactive_xml())[:2] == ("block", {"dev": str(device)})
+    restored = AuditEvent.objects.get(migration=migration, event_type="definition_restored")
+    assert restored.details["points_to"] == {"vda": str(device)}
+    assert list_files_in_image(device) == SEED_FILES
