@@ -15,6 +15,7 @@ from blockmig.live.domain import DomainConsumer
 from blockmig.live.host import host_pages
 from blockmig.live.hypervisor import HypervisorConsumer
 from blockmig.live.migration import MigrationConsumer
+from blockmig.live.plan import PlanConsumer
 
 
 class DatabaseIdConverter:
@@ -39,6 +40,7 @@ def ws(route: str, app: Any, regex: bool = False) -> URLPattern:
 websocket_urlpatterns: list = [
     ws("ws/migrations/<dbid:migration_id>/", MigrationConsumer.as_asgi()),
     ws("ws/dashboard/", DashboardConsumer.as_asgi()),
+    ws("ws/plans/<dbid:plan_id>/", PlanConsumer.as_asgi()),
     # One path for a host's three pages; the query says which (?disk=, ?domain=, else the host).
     ws(
         "ws/hosts/<slug:name>/",

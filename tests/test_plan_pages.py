@@ -209,5 +209,6 @@ def test_a_plan_migration_approved_by_the_plan_offers_no_second_approval(client_
     (migration,) = add_migrations(plan, ["ready"], done=2**30)
     page = client_for("approver").get(reverse("migration_detail", args=[migration.pk])).text
     assert "Approve and pivot" not in page
+    assert f'href="/plans/{plan.pk}/">evacuation plan #{plan.pk}</a>' in page
     assert f"Plan #{plan.pk}&#x27;s approval (by approver) covers this pivot: it waits for the plan&#x27;s window." in page
     assert f"Pivots wait for plan #{plan.pk}&#x27;s maintenance window" in page
