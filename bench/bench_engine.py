@@ -1067,7 +1067,15 @@ def main() -> int:
         operator.groups.add(Group.objects.get(name="operator"))
         operator = User.objects.get(pk=operator.pk)
         admin = User.objects.create_user("admin", is_superuser=True)
-        host = Hypervisor.objects.create(name="bench", uri=URI, allowed_roots=[str(lab.dests)])
+        # No copy limits here: section 3 measures all copies at once (bench_limits.py measures
+        # them under the limits).
+        host = Hypervisor.objects.create(
+            name="bench",
+            uri=URI,
+            allowed_roots=[str(lab.dests)],
+            max_copies=0,
+            root_limits={str(lab.dests): {"max_copies": 0, "bandwidth_mib": 0}},
+        )
         lat_name, lat_uuid = lab.domain("lat", 64, 48)
         ctx = {
             "operator": operator,

@@ -18,6 +18,7 @@ class EventType(models.TextChoices):
     # A state change is recorded under the state it reached, unless an action names it.
     REQUESTED = "requested", "Requested"
     PREFLIGHT = "preflight", "Preflight"
+    QUEUED = "queued", "Queued for a copy slot"
     COPYING = "copying", "Copy started"
     READY = "ready", "Mirror ready"
     PIVOTING = "pivoting", "Pivoting"
@@ -30,6 +31,7 @@ class EventType(models.TextChoices):
     ABORT_REQUESTED = "abort_requested", "Abort requested"
     BANDWIDTH_CHANGED = "bandwidth_changed", "Bandwidth changed"
     POLICY_CHANGED = "policy_changed", "Pivot policy changed"
+    LIMITS_CHANGED = "limits_changed", "Copy limits changed"
     REFUSED = "refused", "Refused"
     # What the engine does along the way (blockmig.engine).
     AUTO_PIVOT = "auto_pivot", "Pivot by host policy"
@@ -39,6 +41,7 @@ class EventType(models.TextChoices):
     VERIFIED = "verified", "Checked after the pivot"
     LIBVIRT_CONNECTION_LOST = "libvirt_connection_lost", "Connection to libvirt lost"
     LIBVIRT_RECONNECTED = "libvirt_reconnected", "Reconnected to libvirt"
+    BANDWIDTH_SHARED = "bandwidth_shared", "Bandwidth share of the root applied"
     # People's changes to the inventory (hosts.signals, blockmig.receivers).
     HYPERVISOR_ADDED = "hypervisor_added", "Hypervisor added"
     HYPERVISOR_CHANGED = "hypervisor_changed", "Hypervisor changed"

@@ -28,6 +28,7 @@ from django.conf import settings
 from django.db import Error as DatabaseError  # any database failure, InterfaceError included
 from django.db import connection
 
+from blockmig import limits
 from blockmig.errors import Refused
 from blockmig.leases import Lease, LeaseLost, lease_release, lease_renew
 from blockmig.lifecycle import (
@@ -35,6 +36,7 @@ from blockmig.lifecycle import (
     auto_pivot_policy_setter,
     migration_note,
     migration_record_progress,
+    migration_start_or_queue,
     migration_transition,
 )
 from blockmig.models import Migration, MigrationDisk, Plan
@@ -59,6 +61,7 @@ log = logging.getLogger(__name__)
 TICK = 0.5  # seconds between looks at the jobs (progress is read at least once a second)
 PROGRESS_WRITE_EVERY = 1.0  # throttle: at most one progress write per second
 JOB_GONE_TIMEOUT = 60.0
+SHARE_CHECK_EVERY = 1.0  # seconds between looks at a root's bandwidth share
 BACKOFF = (0.5, 1, 2, 4, 8)  # seconds between retries after a connection or database error
 CONNECT_ATTEMPTS_BEFORE_COPY = 3  # nothing runs on the host yet: after these, fail
 ALIVE_STATES = {"running", "paused", "blocked"}
@@ -73,6 +76,11 @@ class Failed(Exception):
 
 class StopDriving(Exception):
     """SIGTERM: hand the migration over, leave its block job running."""
+
+
+class Queued(Exception):
+    """Over a copy limit: the migration waits in queued, and this driver lets it go (a
+    worker claims it again once blockmig.limits says it fits)."""
 
 
 def _reset_database_connection() -> None:
@@ -106,7 +114,11 @@ class Driver:
         self.host: BlockJobHost | None = None
         self.failing: str | None = None  # a decided failure not yet recorded (retried after outages)
         self.disconnected_at: float | None = None
-        self.applied_bandwidth: int | None = None
+        # target → MiB/s given to libvirt: the operator's limit, or the root's share of its
+        # total when that is lower (blockmig.limits.bandwidth_for), looked at once a second.
+        self.applied_bandwidth: dict[str, int] | None = None
+        self.applied_own: int | None = None
+        self.share_checked = 0.0
         self.history: tuple[Sample, ...] = ()  # for the rate (blockmig.progress)
         self.last_write = 0.0
         self.max_end = 0
@@ -242,6 +254,9 @@ class Driver:
             except StopDriving:
                 log.info("migration %s: handing over (worker stopping); the block job runs on", self.id)
                 return
+            except Queued as queued:
+                log.info("migration %s: queued (%s); released until a slot frees", self.id, queued)
+                return
             except ConnectFailure as failure:
                 self.host = None
                 attempt += 1
@@ -259,7 +274,7 @@ class Driver:
         migration = self.load()
         if (
             not isinstance(failure, ConnectionLost)
-            and migration.state in (State.REQUESTED, State.PREFLIGHT)
+            and migration.state in (State.REQUESTED, State.PREFLIGHT, State.QUEUED)
             and attempt >= CONNECT_ATTEMPTS_BEFORE_COPY
         ):
             self._fail(migration, f"{migration.hypervisor.name} is unreachable: {failure.message}")
@@ -289,6 +304,7 @@ class Driver:
         handlers = {
             State.REQUESTED: self.start,
             State.PREFLIGHT: self.start,
+            State.QUEUED: self.start,
             State.COPYING: self.monitor,
             State.READY: self.monitor,
             State.PIVOTING: self.pivot,
@@ -308,7 +324,7 @@ class Driver:
                 continue
             except Failed as failure:
                 self.failing = str(failure)
-            except (ConnectFailure, DatabaseError, LeaseLost, StopDriving):
+            except (ConnectFailure, DatabaseError, LeaseLost, StopDriving, Queued):
                 raise  # waited out (or the end of this driver), never a reason to fail
             except LibvirtFailure as failure:
                 self.failing = self.explain(migration, failure)
@@ -375,14 +391,18 @@ class Driver:
         else:
             strategy = "transient_job"
         saved = self.on_host.inactive_xml(migration.domain_uuid) if plan.persistent else ""
-        # Invariant 2: the inactive XML is committed before anything on the host changes.
-        migration = self.transition(
-            State.COPYING,
-            expect={State.PREFLIGHT},
+        # Invariant 2: the inactive XML is committed before anything on the host changes,
+        # in the transaction that takes the copy slot (or queues the migration).
+        admitted = migration_start_or_queue(
+            self.id,
+            lease=self.lease,
             details={"definition_strategy": strategy, "definition_saved": bool(saved)},
             saved_definition=saved,
             definition_strategy=strategy,
         )
+        if isinstance(admitted, limits.Wait):
+            raise Queued(admitted.reason)
+        migration = admitted
         if strategy == "undefine":
             self.confirm_lease()
             self.on_host.undefine(migration.domain_uuid)
@@ -399,13 +419,16 @@ class Driver:
             MigrationDisk.objects.filter(pk__in=[d.pk for d in disks]).update(created_destination=created)
 
         self.confirm_lease(also=record_created)
+        speeds = limits.bandwidth_for(migration, list(migration.disks.all()))
         for disk in disks:
             disk.created_destination = created
             if self.lease.left() < self.spare:  # several disks: the first copies took a while
                 self.confirm_lease()
-            self.start_copy(migration, disk)
+            self.start_copy(migration, disk, speeds.get(disk.target, migration.bandwidth_mib))
+        self.applied_bandwidth = {**(self.applied_bandwidth or {}), **{d.target: speeds[d.target] for d in disks}}
+        self.applied_own = migration.bandwidth_mib
 
-    def start_copy(self, migration: Migration, disk: MigrationDisk) -> None:
+    def start_copy(self, migration: Migration, disk: MigrationDisk, speed_mib: int) -> None:
         """One blockCopy; the caller (start_copies) has confirmed the lease."""
         self.on_host.block_copy(
             migration.domain_uuid,
@@ -416,12 +439,11 @@ class Driver:
             reuse=migration.reuse_destination,
             transient_job=migration.definition_strategy == "transient_job",
             synchronous_writes=migration.synchronous_writes,
-            bandwidth_bytes=migration.bandwidth_mib * 2**20,
+            bandwidth_bytes=speed_mib * 2**20,
             granularity=migration.granularity,
             buf_size=migration.buf_size,
             kind=self.dest_kind(disk),
         )
-        self.applied_bandwidth = migration.bandwidth_mib
         self.disk_update(disk, job_started=True, dest_identity=self.identity(disk.destination, self.dest_kind(disk)))
 
     def dest_kind(self, disk: MigrationDisk) -> str:
@@ -547,14 +569,32 @@ class Driver:
                 return
 
     def apply_bandwidth(self, migration: Migration, disks: list[MigrationDisk], jobs) -> None:
-        """An operator's change is recorded on the row; the driver applies it."""
-        if migration.bandwidth_mib == self.applied_bandwidth:
+        """An operator's change is recorded on the row, a root's shared total on the host
+        (blockmig.limits); the driver applies both: at once for the operator's, within
+        SHARE_CHECK_EVERY when copies into the root start or end."""
+        now = time.monotonic()
+        if (
+            self.applied_bandwidth is not None
+            and migration.bandwidth_mib == self.applied_own
+            and now - self.share_checked < SHARE_CHECK_EVERY
+        ):
+            return
+        self.share_checked = now
+        wanted = limits.bandwidth_for(migration, disks)
+        if wanted == self.applied_bandwidth:
+            self.applied_own = migration.bandwidth_mib
             return
         self.confirm_lease()  # a paused driver must not act on a migration someone else holds
+        before = self.applied_bandwidth or {}
         for disk in disks:
-            if jobs[disk.target].mirror_path == disk.destination:
-                self.on_host.set_speed(migration.domain_uuid, disk.target, migration.bandwidth_mib)
-        self.applied_bandwidth = migration.bandwidth_mib
+            if jobs[disk.target].mirror_path == disk.destination and before.get(disk.target) != wanted[disk.target]:
+                self.on_host.set_speed(migration.domain_uuid, disk.target, wanted[disk.target])
+        shared = {t: mib for t, mib in wanted.items() if mib != migration.bandwidth_mib}
+        if shared and migration.bandwidth_mib == self.applied_own:
+            # Not the operator's change (that one is audited already): the root's share moved.
+            self._note("bandwidth_shared", {"mib_per_disk": wanted, "own_limit_mib": migration.bandwidth_mib})
+        self.applied_bandwidth = wanted
+        self.applied_own = migration.bandwidth_mib
 
     def is_ready(self, target: str, job) -> bool:
         with self.lock:
@@ -822,7 +862,7 @@ class Driver:
         if migration.state in TERMINAL_STATES:
             return
         details = {}
-        if migration.state not in (State.REQUESTED, State.PREFLIGHT) and self.host is not None:
+        if migration.state not in (State.REQUESTED, State.PREFLIGHT, State.QUEUED) and self.host is not None:
             try:
                 details = self.undo(migration)
             except (ConnectFailure, DatabaseError, LeaseLost, StopDriving):

@@ -28,8 +28,9 @@ from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.crypto import get_random_string
 
+from blockmig.limits import startable_queued
 from blockmig.models import Migration
-from blockmig.states import ACTIVE_STATES
+from blockmig.states import ACTIVE_STATES, State
 
 
 class LeaseLost(Exception):
@@ -75,11 +76,14 @@ def _claimable(now) -> Q:
 
 
 def lease_claim_next(owner: str, exclude: set[int] | frozenset[int] = frozenset()) -> Lease | None:
-    """Claim the oldest active migration nobody holds; None when there is none."""
+    """Claim the oldest active migration nobody holds; None when there is none. A queued
+    migration is claimed only once the copy limits would let it start (blockmig.limits), so
+    waiting ones hold no driver."""
+    startable = startable_queued() if Migration.objects.filter(state=State.QUEUED).exists() else []
 
     def unclaimed():
         return (
-            Migration.objects.filter(state__in=ACTIVE_STATES)
+            Migration.objects.filter(Q(state__in=ACTIVE_STATES - {State.QUEUED}) | Q(pk__in=startable))
             .filter(_claimable(timezone.now()))
             .exclude(pk__in=exclude)
             .order_by("created_at", "pk")

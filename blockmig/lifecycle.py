@@ -33,7 +33,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from blockmig import publish
+from blockmig import limits, publish
 from blockmig.audit import audit_record
 from blockmig.errors import Refused
 from blockmig.leases import Lease, LeaseLost
@@ -126,7 +126,41 @@ def migration_transition(
         if migration.plan_id and migration.state in TERMINAL_STATES:
             plan_migration_ended(migration.plan_id)  # the plan ends with its last migration
         _publish_on_commit(migration.pk)
+        if limits.changes_queue(current, migration.state):
+            limits.queue_changed_on_commit(migration.hypervisor_id, exclude=migration.pk)
     return migration
+
+
+def migration_start_or_queue(
+    migration_id: int, *, lease: Lease | None, details: dict | None = None, **fields
+) -> Migration | limits.Wait:
+    """The copy limits' decision (blockmig.limits), made where the database serialises it:
+    under the hypervisor's row lock the migration either moves to copying (with `fields`,
+    the saved definition among them) or waits in queued with its place and reason. Returns
+    the migration, or the Wait when it queued (or stays queued)."""
+    with transaction.atomic():
+        # Every admission to this host's slots holds the host's row lock. It is taken with
+        # the migration's, in one statement and in the order migration_transition takes
+        # both (its select_related locks the host too), so no two transactions wait for
+        # each other in a circle.
+        migration = (
+            Migration.objects.select_for_update(of=("self", "hypervisor")).select_related("hypervisor").get(pk=migration_id)
+        )
+        _check_fence(migration, lease)
+        wait = limits.slot_for(migration)
+        if wait is None:
+            return migration_transition(
+                migration_id, State.COPYING, expect={State.PREFLIGHT, State.QUEUED}, details=details, lease=lease, **fields
+            )
+        if migration.state != State.QUEUED:
+            migration_transition(
+                migration_id,
+                State.QUEUED,
+                expect={State.PREFLIGHT},
+                details={"position": wait.position, "reason": wait.reason, "waits_for": list(wait.behind)},
+                lease=lease,
+            )
+    return wait
 
 
 def _refuse(migration: Migration, user, action: str, message: str, field: str | None = None) -> NoReturn:
@@ -321,18 +355,24 @@ def _approve_for_window(migration: Migration, user, waiting: str) -> Migration:
     return locked
 
 
-def migration_abort(*, migration: Migration, user) -> Migration:
+def migration_abort(*, migration: Migration, user, _again: bool = True) -> Migration:
     migration.refresh_from_db()
     if not user.has_perm("blockmig.abort_migration"):
         _refuse(migration, user, "abort", "You need the operator or approver role to abort a migration.")
     target = abort_target(migration.state)
     # Any state this abort would leave the same way (a worker may move the row meanwhile).
     expect = {state for state in State if abort_target(state) == target}
+    details = None
+    if migration.state == State.QUEUED:
+        wait = limits.slot_for(migration)
+        details = {"removed_from_queue": True, "position": wait.position if wait else 1}
     try:
         if target == State.ABORTED:
             # Nothing has been started on the host yet (the engine starts jobs only after
             # moving to copying, and that move checks the state), so abort at once.
-            return migration_transition(migration.pk, State.ABORTED, expect=expect, actor=user, event_type="aborted")
+            return migration_transition(
+                migration.pk, State.ABORTED, expect=expect, actor=user, event_type="aborted", details=details
+            )
         if target == State.ABORTING:
             with transaction.atomic():
                 _wake_on_commit(migration.pk)
@@ -345,6 +385,9 @@ def migration_abort(*, migration: Migration, user) -> Migration:
                 )
     except StateMoved:
         migration.refresh_from_db()
+        if _again and abort_target(migration.state) not in (None, target):
+            # A worker moved it on meanwhile (a queued copy started): abort it from there.
+            return migration_abort(migration=migration, user=user, _again=False)
     _refuse(
         migration,
         user,

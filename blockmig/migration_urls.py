@@ -1,6 +1,6 @@
 from django.urls import path
 
-from blockmig import views
+from blockmig import limits_views, views
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
@@ -17,6 +17,7 @@ urlpatterns = [
     ),
     path("hosts/<slug:name>/domains/<str:uuid>/migrate/", views.migration_new_domain, name="migration_new_domain"),
     path("hosts/<slug:name>/policy/", views.hypervisor_policy, name="hypervisor_policy"),
+    path("hosts/<slug:name>/limits/", limits_views.hypervisor_limits, name="hypervisor_limits"),
     path("audit/", views.audit_list, name="audit_list"),
     path("audit/export/", views.audit_export, name="audit_export"),
 ]

@@ -153,6 +153,17 @@ def _inside(path: str, root: str) -> bool:
     return path != root and posixpath.commonpath([root, path]) == root
 
 
+def destination_root(destination: str, allowed_roots: list[str]) -> str | None:
+    """The allowed root (as the host lists it) that holds `destination`, the innermost one
+    when roots nest; None for a network destination or a path outside every root. The copy
+    limits of blockmig.limits count copies per root by this."""
+    if not destination.startswith("/"):
+        return None
+    path = posixpath.normpath(destination)
+    holding = [r for r in allowed_roots if r and _inside(path, posixpath.normpath(r))]
+    return max(holding, key=lambda r: len(posixpath.normpath(r)), default=None)
+
+
 def check_destination_shape(destination: str, allowed_roots: list[str], source: str = "") -> str:
     """The normalised destination, if it is an absolute file path under an allowed root or
     an NBD export (nbd://host:port/export). The one place these rules live: the request

@@ -20,6 +20,7 @@ UNKNOWN = "—"
 PHASES: dict[str, str] = {
     State.REQUESTED: "Requested — waiting for a worker",
     State.PREFLIGHT: "Checking the host (preflight)",
+    State.QUEUED: "Queued — waiting for a copy slot",
     State.COPYING: "Copying",
     State.READY: "Ready — awaiting approval",
     State.PIVOTING: "Pivoting to the copy",

@@ -18,7 +18,7 @@ from django.contrib.auth import get_user_model
 from django.db.models import Case, IntegerField, Prefetch, Q, QuerySet, Value, When
 from django.utils import timezone
 
-from blockmig import progress
+from blockmig import limits, progress
 from blockmig.audit import EventType, event_label
 from blockmig.forms import SYSTEM_ACTOR
 from blockmig.models import AuditEvent, Migration, MigrationDisk
@@ -49,8 +49,11 @@ def migration_jobs_of_domains(hypervisor: Hypervisor, domain_uuids: Sequence[str
 
 def with_progress(migrations):
     """Attach `.progress` (blockmig.progress.Progress) to each migration and its
-    prefetched disks, which is what the templates read."""
+    prefetched disks, which is what the templates read; and `.wait` (blockmig.limits.Wait,
+    its place in the queue and why) to a queued one, else None."""
+    waits = limits.waits_of(migrations)
     for m in migrations:
+        m.wait = waits.get(m.pk)
         m.progress = progress.of_migration(m)
         m.phase = progress.phase_label(m.state, auto_pivot=m.hypervisor.auto_pivot)
         for d in m.disks.all():

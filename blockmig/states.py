@@ -6,6 +6,7 @@ from django.db import models
 class State(models.TextChoices):
     REQUESTED = "requested"
     PREFLIGHT = "preflight"
+    QUEUED = "queued"  # preflight passed; waits for a copy slot (blockmig.limits)
     COPYING = "copying"
     READY = "ready"  # mirror ready, awaiting approval
     PIVOTING = "pivoting"
@@ -17,7 +18,9 @@ class State(models.TextChoices):
 
 TRANSITIONS: dict[State, set[State]] = {
     State.REQUESTED: {State.PREFLIGHT, State.FAILED, State.ABORTED},
-    State.PREFLIGHT: {State.COPYING, State.FAILED, State.ABORTED},
+    State.PREFLIGHT: {State.COPYING, State.QUEUED, State.FAILED, State.ABORTED},
+    # Nothing runs on the host while queued, so an abort ends it at once.
+    State.QUEUED: {State.COPYING, State.FAILED, State.ABORTED},
     State.COPYING: {State.READY, State.ABORTING, State.FAILED},
     State.READY: {State.PIVOTING, State.ABORTING, State.COPYING, State.FAILED},
     State.PIVOTING: {State.COMPLETED, State.FAILED},

@@ -42,6 +42,7 @@ from blockmig.forms import (
     block_storage,
     storage_roots,
 )
+from blockmig.limits_form import CopyLimitsForm
 from blockmig.models import AuditEvent, Migration
 from blockmig.preflight import is_network_destination
 from blockmig.states import State
@@ -360,7 +361,12 @@ def hypervisor_policy(request: HttpRequest, name: str) -> HttpResponse:
     return render(
         request,
         "blockmig/hypervisor_policy.html",
-        {"hypervisor": hypervisor, "form": form, "may_set_policy": may_set},
+        {
+            "hypervisor": hypervisor,
+            "form": form,
+            "limits_form": CopyLimitsForm(hypervisor=hypervisor),
+            "may_set_policy": may_set,
+        },
     )
 
 

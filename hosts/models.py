@@ -1,6 +1,11 @@
 from django.db import models
 from django.utils import timezone
 
+# Copies at once per host and per destination storage root unless an admin sets otherwise
+# (KubeVirt's per-node default is 2 as well).
+DEFAULT_MAX_COPIES = 2
+DEFAULT_ROOT_COPIES = 2
+
 
 class Hypervisor(models.Model):
     name = models.SlugField(max_length=64, unique=True, help_text="Short name, e.g. rack3-kvm01.")
@@ -19,6 +24,13 @@ class Hypervisor(models.Model):
         default=False,
         help_text="Pivot as soon as the mirror is ready, without a second person's approval.",
     )
+    # Copy limits (admin-set on the policy page; blockmig.limits applies them). 0 = no limit.
+    max_copies = models.PositiveIntegerField(
+        default=DEFAULT_MAX_COPIES, help_text="Migrations that may copy at once on this host (0 = no limit)."
+    )
+    # {root: {"max_copies": int, "bandwidth_mib": int}} for roots that differ from the default
+    # (DEFAULT_ROOT_COPIES at once, no shared bandwidth total).
+    root_limits = models.JSONField(default=dict, blank=True)
 
     # Facts from the last good sync.
     hostname = models.CharField(max_length=255, blank=True)
@@ -52,6 +64,16 @@ class Hypervisor(models.Model):
         if self.last_sync_ok_at is None and not self.last_sync_error:
             return "unknown"
         return "stale" if self.is_stale else "ok"
+
+    def root_limit(self, root: str) -> tuple[int, int]:
+        """(copies at once, shared bandwidth total in MiB/s) for one allowed root; 0 = none."""
+        limit = (self.root_limits or {}).get(root) or {}
+        return int(limit.get("max_copies", DEFAULT_ROOT_COPIES)), int(limit.get("bandwidth_mib", 0))
+
+    @property
+    def root_limit_rows(self) -> list[tuple[str, int, int]]:
+        """(root, copies at once, bandwidth total) for each allowed root, for the pages."""
+        return [(root, *self.root_limit(root)) for root in self.allowed_roots or []]
 
 
 class Domain(models.Model):

@@ -61,7 +61,7 @@ def test_unknown_state_refused():
 
 
 def test_before_the_pivot_is_every_state_that_can_still_reach_it():
-    assert BEFORE_PIVOT == {State.REQUESTED, State.PREFLIGHT, State.COPYING, State.READY}
+    assert BEFORE_PIVOT == {State.REQUESTED, State.PREFLIGHT, State.QUEUED, State.COPYING, State.READY}
 
 
 def test_approval_only_when_ready():
@@ -72,6 +72,7 @@ def test_abort_goes_straight_to_aborted_until_copies_run_then_through_aborting()
     assert {state: abort_target(state) for state in State if may_abort(state)} == {
         State.REQUESTED: State.ABORTED,
         State.PREFLIGHT: State.ABORTED,
+        State.QUEUED: State.ABORTED,  # waiting for a slot: nothing runs on the host yet
         State.COPYING: State.ABORTING,
         State.READY: State.ABORTING,
     }

@@ -1,0 +1,345 @@
+"""Copy limits: whether a migration may start its copy now, and how fast each copy may go.
+
+CONTRACT (the one place these rules live):
+
+    slot_for(migration, usage=None) -> Wait | None
+        None: `migration` may start copying now (or already holds a slot). A Wait says why
+        not, in words a person reads ("2 copies already run on local (limit 2); next slot
+        when #41 finishes"), with its place in the host's queue (1 = next) and the ids of
+        the migrations it waits for. It only reads the database.
+        The decision that counts is made by `blockmig.lifecycle.migration_start_or_queue`,
+        which calls slot_for while it holds the hypervisor's row lock (SELECT … FOR NO KEY
+        UPDATE on PostgreSQL; on SQLite every write transaction is IMMEDIATE, which
+        serialises them), and moves the row to copying or queued in that same transaction.
+        So the database decides, whichever worker asks: two never both take the last slot.
+        `usage` (from usage_of) lets a page answer for many migrations of a host at once.
+
+    CONDITIONS: the functions slot_for asks, in order, each
+        (me: Copy, usage: Usage, ahead: list[Copy]) -> str | None,
+        `ahead` being the host's queued migrations requested before `me`. The first that
+        returns a reason makes the migration wait with it. The copy limits are two of them;
+        another condition ("the plan is paused", "outside the plan's maintenance window")
+        is one more function appended here: its reason then shows on the migration page and
+        the dashboard, is pushed live, and is written in the `queued` audit event. A queued
+        migration is claimed by a worker again only once slot_for answers None for it
+        (startable_queued), so a condition that changes by itself (a window opening) is
+        noticed at the workers' next poll (BLOCKMIG_POLL_SECONDS).
+
+    Request order: an earlier queued migration keeps its place at every limit it is subject
+    to, so a later request never takes a slot it waits for (it may pass it at a limit the
+    earlier one does not need: another root with room).
+
+    bandwidth_for(migration, disks, usage=None) -> {target: MiB/s}
+        each disk copy's speed: min(the migration's own limit, the root's shared total / the
+        copies running into that root); 0 = unlimited. The worker that holds the migration
+        applies it (blockmig.engine), never a web request.
+
+A slot is held by a migration that is copying, ready, pivoting or aborting (a block job may
+run on the host for it). A queued or preflighting migration holds none. A migration counts
+once against its host and once against each root its destinations lie in (a network
+destination lies in none); bandwidth is shared per disk copy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from django.db import transaction
+from django.db.models import Prefetch
+
+from blockmig import publish
+from blockmig.audit import audit_record
+from blockmig.errors import Refused
+from blockmig.models import Migration, MigrationDisk
+from blockmig.plan_rules import plan_paused
+from blockmig.preflight import MAX_BANDWIDTH_MIB, destination_root
+from blockmig.states import State
+from blockmig.wake import wake_workers
+from hosts.models import Hypervisor
+
+HOLDS_SLOT = frozenset({State.COPYING, State.READY, State.PIVOTING, State.ABORTING})
+MAX_COPIES_LIMIT = 1000  # a sanity bound for the form, far above any host's real capacity
+
+
+@dataclass(frozen=True)
+class Copy:
+    """What the limits need to know of one migration."""
+
+    id: int
+    state: str
+    order: tuple  # (created_at, id): request order
+    roots: frozenset[str]
+    disk_roots: dict[str, str | None] = field(hash=False)  # target → root
+    done: float = 0.0  # share copied, to guess which running copy ends first
+
+
+@dataclass
+class Usage:
+    """One host's running and queued migrations, read once."""
+
+    hypervisor: Hypervisor
+    running: list[Copy]
+    queued: list[Copy]  # request order
+
+
+@dataclass(frozen=True)
+class Wait:
+    position: int  # 1 = the next to start on this host
+    reason: str
+    behind: tuple[int, ...] = ()  # the migrations it waits for
+
+    @property
+    def text(self) -> str:
+        return f"{ordinal(self.position)} in the queue: {self.reason}"
+
+
+def ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def _copy_of(migration: Migration, disks: list[MigrationDisk], roots: list[str]) -> Copy:
+    disk_roots = {d.target: destination_root(d.destination, roots) for d in disks}
+    done = migration.bytes_done / migration.bytes_total if migration.bytes_total else 0.0
+    if migration.state in (State.READY, State.PIVOTING):
+        done = 2.0  # a ready mirror ends at its pivot, the soonest of all
+    return Copy(
+        id=migration.pk,
+        state=migration.state,
+        order=(migration.created_at, migration.pk),
+        roots=frozenset(r for r in disk_roots.values() if r),
+        disk_roots=disk_roots,
+        done=done,
+    )
+
+
+def usage_of(hypervisor: Hypervisor) -> Usage:
+    """The host's slot holders and queue: one query for the rows, one for their disks."""
+    rows = (
+        Migration.objects.filter(hypervisor=hypervisor, state__in=[*HOLDS_SLOT, State.QUEUED])
+        .only("pk", "state", "created_at", "bytes_done", "bytes_total", "hypervisor_id")
+        .prefetch_related(Prefetch("disks", queryset=MigrationDisk.objects.only("migration_id", "target", "destination")))
+        .order_by("created_at", "pk")
+    )
+    roots = hypervisor.allowed_roots or []
+    copies = [_copy_of(m, list(m.disks.all()), roots) for m in rows]
+    return Usage(
+        hypervisor=hypervisor,
+        running=[c for c in copies if c.state in HOLDS_SLOT],
+        queued=[c for c in copies if c.state == State.QUEUED],
+    )
+
+
+# -- the conditions ---------------------------------------------------------------------------
+
+
+def _copies(n: int) -> str:
+    return f"{n} cop{'y' if n == 1 else 'ies'}"
+
+
+def _full(running: list[Copy], limit: int, where: str, verb: str) -> str:
+    finishing = sorted(running, key=lambda c: (-c.done, c.order))
+    need = len(running) - limit + 1
+    if need == 1:
+        then = f"next slot when #{finishing[0].id} finishes"
+    else:
+        then = f"next slot when {need} of them finish (#{', #'.join(str(c.id) for c in finishing[:need])} are furthest)"
+    verb = verb + "s" if len(running) == 1 else verb
+    return f"{_copies(len(running))} already {verb} {where} (limit {limit}); {then}"
+
+
+def _queue_first(ahead: list[Copy], running: list[Copy], limit: int, where: str) -> str:
+    ids = ", ".join(f"#{c.id}" for c in ahead[:5]) + (" …" if len(ahead) > 5 else "")
+    requests = "1 earlier request waits" if len(ahead) == 1 else f"{len(ahead)} earlier requests wait"
+    return f"{requests} for {where} first ({ids}); {len(running)} of {limit} copies run there"
+
+
+def host_limit(me: Copy, usage: Usage, ahead: list[Copy]) -> str | None:
+    limit = usage.hypervisor.max_copies
+    if not limit:
+        return None
+    name = usage.hypervisor.name
+    if len(usage.running) >= limit:
+        return _full(usage.running, limit, f"on {name}", "run")
+    if len(usage.running) + len(ahead) >= limit:
+        return _queue_first(ahead, usage.running, limit, name)
+    return None
+
+
+def root_limit(me: Copy, usage: Usage, ahead: list[Copy]) -> str | None:
+    for root in sorted(me.roots):
+        limit = usage.hypervisor.root_limit(root)[0]
+        if not limit:
+            continue
+        running = [c for c in usage.running if root in c.roots]
+        waiting = [c for c in ahead if root in c.roots]
+        if len(running) >= limit:
+            return _full(running, limit, f"into {root}", "write")
+        if len(running) + len(waiting) >= limit:
+            return _queue_first(waiting, running, limit, root)
+    return None
+
+
+Condition = Callable[[Copy, Usage, list[Copy]], str | None]
+# plan_paused: a paused evacuation plan starts no new copies (blockmig.plan_rules).
+CONDITIONS: list[Condition] = [host_limit, root_limit, plan_paused]
+
+
+def slot_for(migration: Migration, usage: Usage | None = None) -> Wait | None:
+    """See the contract at the top of this module."""
+    if migration.state in HOLDS_SLOT:
+        return None
+    usage = usage or usage_of(migration.hypervisor)
+    me = next((c for c in usage.queued if c.id == migration.pk), None)
+    if me is None:
+        me = _copy_of(migration, list(migration.disks.all()), usage.hypervisor.allowed_roots or [])
+    ahead = [c for c in usage.queued if c.order < me.order]
+    for condition in CONDITIONS:
+        reason = condition(me, usage, ahead)
+        if reason:
+            behind = tuple(c.id for c in ahead) or tuple(c.id for c in usage.running)
+            return Wait(position=len(ahead) + 1, reason=reason, behind=behind)
+    return None
+
+
+def waits_of(migrations) -> dict[int, Wait]:
+    """migration id → its Wait, for the queued ones among `migrations` (one usage read per host)."""
+    queued = [m for m in migrations if m.state == State.QUEUED]
+    usages: dict[int, Usage] = {}
+    found = {}
+    for m in queued:
+        if m.hypervisor_id not in usages:
+            usages[m.hypervisor_id] = usage_of(m.hypervisor)
+        wait = slot_for(m, usages[m.hypervisor_id])
+        if wait is not None:
+            found[m.pk] = wait
+    return found
+
+
+def startable_queued() -> list[int]:
+    """Queued migrations that would get a slot now, oldest first: the only queued ones a
+    worker claims (waiting ones cost no driver, no libvirt connection, no claim churn)."""
+    hosts = Hypervisor.objects.filter(migrations__state=State.QUEUED).distinct()
+    startable = []
+    for hypervisor in hosts:
+        usage = usage_of(hypervisor)
+        for copy in usage.queued:
+            ahead = [c for c in usage.queued if c.order < copy.order]
+            if not any(condition(copy, usage, ahead) for condition in CONDITIONS):
+                startable.append(copy.id)
+    return startable
+
+
+# -- bandwidth ---------------------------------------------------------------------------------
+
+
+def shares_bandwidth(hypervisor: Hypervisor) -> bool:
+    return any(bandwidth for _root, _copies, bandwidth in hypervisor.root_limit_rows)
+
+
+def bandwidth_for(migration: Migration, disks: list[MigrationDisk], usage: Usage | None = None) -> dict[str, int]:
+    """See the contract at the top of this module."""
+    own = migration.bandwidth_mib
+    hypervisor = migration.hypervisor
+    if not shares_bandwidth(hypervisor):
+        return {d.target: own for d in disks}
+    usage = usage or usage_of(hypervisor)
+    roots = hypervisor.allowed_roots or []
+    speeds = {}
+    for disk in disks:
+        root = destination_root(disk.destination, roots)
+        total = hypervisor.root_limit(root)[1] if root else 0
+        if not total:
+            speeds[disk.target] = own
+            continue
+        copies = sum(1 for c in usage.running if c.id != migration.pk for r in c.disk_roots.values() if r == root)
+        copies += sum(1 for d in disks if destination_root(d.destination, roots) == root)
+        share = max(1, total // copies)
+        speeds[disk.target] = min(own, share) if own else share
+    return speeds
+
+
+# -- admin: setting the limits -----------------------------------------------------------------
+
+
+def may_set_limits(user) -> bool:
+    return user.is_superuser or user.has_perm("hosts.change_hypervisor")
+
+
+def _check_count(value, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_COPIES_LIMIT:
+        raise Refused(f"{what} must be a whole number from 0 (no limit) to {MAX_COPIES_LIMIT}.")
+    return value
+
+
+def hypervisor_set_limits(*, hypervisor: Hypervisor, user, max_copies: int, roots: dict[str, tuple[int, int]]) -> None:
+    """An admin sets the host's copy limit and each root's (copies at once, shared MiB/s).
+    Audited (also when refused); queued migrations that now fit start at the next claim."""
+    asked = {"max_copies": max_copies, "roots": {r: {"max_copies": c, "bandwidth_mib": b} for r, (c, b) in roots.items()}}
+    try:
+        if not may_set_limits(user):
+            raise Refused("Only an admin can change a host's copy limits.")
+        _check_count(max_copies, "Copies at once on the host")
+        unknown = sorted(set(roots) - set(hypervisor.allowed_roots or []))
+        if unknown:
+            raise Refused(f"{', '.join(unknown)} is not an allowed root of {hypervisor.name}: add it to the host first.")
+        for root, (copies, bandwidth) in roots.items():
+            _check_count(copies, f"Copies at once into {root}")
+            if isinstance(bandwidth, bool) or not isinstance(bandwidth, int) or not 0 <= bandwidth <= MAX_BANDWIDTH_MIB:
+                raise Refused(
+                    f"The bandwidth total of {root} must be a whole number of MiB/s from 0 (none) to {MAX_BANDWIDTH_MIB}."
+                )
+    except Refused as refused:
+        with transaction.atomic():
+            audit_record(
+                event_type="refused",
+                actor=user,
+                hypervisor_name=hypervisor.name,
+                details={"action": "set_limits", "reason": refused.message, **asked},
+            )
+        raise
+    with transaction.atomic():
+        locked = Hypervisor.objects.select_for_update().get(pk=hypervisor.pk)
+        was_copies = locked.max_copies
+        was_roots = {r: locked.root_limit(r) for r in roots}
+        stored = {r: {"max_copies": c, "bandwidth_mib": b} for r, (c, b) in roots.items()}
+        Hypervisor.objects.filter(pk=hypervisor.pk).update(max_copies=max_copies, root_limits=stored)
+        hypervisor.max_copies, hypervisor.root_limits = max_copies, stored
+        changes: dict[str, dict] = {}
+        if was_copies != max_copies:
+            changes["max_copies"] = {"from": was_copies, "to": max_copies}
+        for root, limit in roots.items():
+            if was_roots[root] != tuple(limit):
+                was = was_roots[root]
+                changes[root] = {"from": {"max_copies": was[0], "bandwidth_mib": was[1]}, "to": stored[root]}
+        audit_record(event_type="limits_changed", actor=user, hypervisor_name=hypervisor.name, details={"changed": changes})
+        queue_changed_on_commit(hypervisor.pk)
+
+
+# -- telling the queue -------------------------------------------------------------------------
+
+
+def changes_queue(before: str, after: str) -> bool:
+    """A move that changes what the host's queued migrations wait for (a slot taken or
+    freed, the queue grown or shrunk)."""
+    return (before in HOLDS_SLOT) != (after in HOLDS_SLOT) or (before == State.QUEUED) != (after == State.QUEUED)
+
+
+def queue_changed_on_commit(hypervisor_id: int, exclude: int = 0) -> None:
+    """After commit: push every queued migration of the host (its place and reason may have
+    changed) and wake the workers, whose next claim starts what now fits."""
+
+    def tell() -> None:
+        ids = list(
+            Migration.objects.filter(hypervisor_id=hypervisor_id, state=State.QUEUED)
+            .exclude(pk=exclude)
+            .order_by("created_at", "pk")
+            .values_list("pk", flat=True)
+        )
+        for migration_id in ids:
+            publish.migration_changed(migration_id)
+        if ids:
+            wake_workers(ids[0])
+
+    transaction.on_commit(tell)
