@@ -33,16 +33,12 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from blockmig.health import live_workers
+from blockmig.live.handshake import slots_key
 from blockmig.models import AuditEvent, Migration
 from blockmig.notify.models import Delivery
 from blockmig.publish import redis_client
 from blockmig.states import ACTIVE_STATES, State
 from hosts.models import Hypervisor
-
-try:
-    from blockmig.live.handshake import slots_key
-except ImportError:  # TODO: drop once blockmig/live/ (issue 10's move of ws_limits) is committed
-    from blockmig.ws_limits import slots_key
 
 log = logging.getLogger(__name__)
 
