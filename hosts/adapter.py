@@ -8,6 +8,7 @@ or LibvirtFailure (the host answered no), each with a message an operator can ac
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import posixpath
 import stat
@@ -347,8 +348,8 @@ class HostConnection:
         for dom in domains:
             uuid = dom.UUIDString()
             values = stats.get(uuid, {})
-            signature = domxml.stats_signature(values)
             state = DOMAIN_STATES.get(values.get("state.state"), "nostate")
+            signature = self._signature(values, state)
             if not force and known.get(uuid) == signature:
                 disks = None
             else:
@@ -357,6 +358,7 @@ class HostConnection:
                 disks = self._with_job_progress(dom, disks)
                 if state in STOPPED_STATES:
                     disks = tuple(self.stopped_chain(disk) for disk in disks)
+                    signature = self._signature(values, state)  # the walk has filled the cache it reads
             inventory.domains.append(
                 DomainRecord(
                     uuid=uuid,
@@ -394,6 +396,17 @@ class HostConnection:
             return ""  # the domain went away between the list and this read
 
     # -- chains of stopped domains -------------------------------------------------------
+
+    def _signature(self, values: domxml.DomainStats, state: str) -> str:
+        """The stats signature; for a stopped domain on this machine also what its image
+        files are now (one stat() per layer already read), so that a layer deleted, moved
+        or rewritten while the domain is off gets its chain read again at the next sync."""
+        signature = domxml.stats_signature(values)
+        if state not in STOPPED_STATES or not uri_is_local(self.uri):
+            return signature
+        paths = [str(values.get(f"block.{i}.path", "")) for i in range(int(values.get("block.count", 0)))]
+        files = inactive_chains.local_images.fingerprint(paths)
+        return hashlib.sha1(f"{signature}|{files}".encode()).hexdigest()
 
     def stopped_chain(self, disk: DiskRecord) -> DiskRecord:
         """The disk with its true backing chain, for a domain that is not running.

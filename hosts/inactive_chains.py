@@ -220,6 +220,25 @@ class LocalImageReader:
         except (ValueError, TypeError, AttributeError) as error:
             return f"qemu-img's answer could not be read ({error})"
 
+    def fingerprint(self, paths: list[str]) -> str:
+        """What the files of these chains are now, as far as the cache knows the chains:
+        path, mtime and size of every layer, following cached backing files; "missing" where
+        a file is gone. Costs one stat() per layer and never runs qemu-img."""
+        parts = []
+        for top in paths:
+            path, depth = top, 0
+            while path and depth < MAX_DEPTH:
+                key = self._key(path)
+                if key is None:
+                    parts.append(f"missing:{path}")
+                    break
+                parts.append(f"{path}:{key[1]}:{key[2]}")
+                cached = self._cached(key)
+                if cached is None:
+                    break  # not read yet (or changed): the walk will read it
+                path, depth = cached.backing_path, depth + 1
+        return "|".join(parts)
+
     def lookup_for_walk(self, volume: Callable[[str], ImageFacts | None] | None = None) -> Lookup:
         """A lookup for one walk: the cache, then `volume` (a storage pool's answer, when a
         pool holds the path), then qemu-img. qemu-img is asked for the whole chain in one

@@ -229,3 +229,18 @@ def test_local_reader_marks_a_deleted_middle_layer_missing(tmp_path):
     assert walked.note == f"missing: {paths[1]} (deleted or moved)"
     # The whole-chain read failed on the missing layer; the layers above were read one by one.
     assert reader.runs == 3
+
+
+def test_fingerprint_changes_when_a_middle_layer_goes_and_not_while_nothing_changes(tmp_path):
+    paths = make_chain(tmp_path, 4)
+    reader = LocalImageReader()
+    cold = reader.fingerprint([paths[-1]])
+    read(reader, paths[-1])
+    warm = reader.fingerprint([paths[-1]])
+
+    assert cold != warm  # before the walk only the top layer was known
+    assert reader.fingerprint([paths[-1]]) == warm
+    os.unlink(paths[1])
+    gone = reader.fingerprint([paths[-1]])
+    assert gone != warm and f"missing:{paths[1]}" in gone
+    assert reader.runs == 1  # fingerprints never run qemu-img

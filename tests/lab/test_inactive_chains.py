@@ -59,14 +59,16 @@ def stopped() -> Iterator[dict]:
         pytest.fail("the lab tier needs root and libvirt (make services)")
     ensure_libvirtd()
     root = Path(f"/var/tmp/blockmig-test-inactive-{os.getpid()}")
-    names = {"long": PREFIX + "chain60", "broken": PREFIX + "brokenchain"}
+    names = {"long": PREFIX + "chain60", "broken": PREFIX + "brokenchain", "later": PREFIX + "laterbroken"}
     try:
         long_chain = make_chain(root / "long", 60)
         broken_chain = make_chain(root / "broken", 5)
         os.unlink(broken_chain[2])  # l3, the middle layer
         define_stopped(names["long"], long_chain[-1])
         define_stopped(names["broken"], broken_chain[-1])
-        yield {"names": names, "long": long_chain, "broken": broken_chain, "root": root}
+        later_chain = make_chain(root / "later", 4)
+        define_stopped(names["later"], later_chain[-1])
+        yield {"names": names, "long": long_chain, "broken": broken_chain, "later": later_chain, "root": root}
     finally:
         for name in names.values():
             destroy_and_undefine(name)
@@ -152,3 +154,19 @@ def test_the_storage_pool_view_of_a_chain_walks_volume_xml_layer_by_layer(stoppe
     assert [(layer.path, layer.missing) for layer in broken_chain.layers][-1] == (stopped["broken"][2], True)
     assert broken_chain.note == f"missing: {stopped['broken'][2]} (deleted or moved)"
     assert not outside.known and outside.note.startswith("Chain unknown while stopped below /var/tmp/no-pool-here/vm.qcow2")
+
+
+def test_a_layer_deleted_while_the_domain_is_off_shows_as_missing_at_the_next_plain_sync(stopped, system_host):
+    later = stopped["later"]
+    assert not any(layer.missing for layer in vda_of(system_host, stopped["names"]["later"]).layers.all())
+    runs_before = local_images.runs
+    assert hypervisor_sync(system_host).ok  # nothing changed: no image is read again
+    assert local_images.runs == runs_before
+
+    os.unlink(later[1])  # l2, below two layers that still exist
+    result = hypervisor_sync(system_host)  # not forced: the files' fingerprint changed
+
+    assert result.ok, result.error
+    vda = vda_of(system_host, stopped["names"]["later"])
+    assert [(layer.path, layer.missing) for layer in vda.layers.all()][-1] == (later[1], True)
+    assert vda.chain_note == f"missing: {later[1]} (deleted or moved)"
