@@ -20,7 +20,6 @@ is paused) and the engine pivots them when the plan allows (blockmig.plan_rules)
 from __future__ import annotations
 
 import functools
-import importlib
 import os
 import posixpath
 from collections import defaultdict
@@ -31,7 +30,7 @@ from django.db import transaction
 from django.db.models import Prefetch
 from django.utils import timezone
 
-from blockmig import lifecycle
+from blockmig import lifecycle, limits
 from blockmig.audit import audit_record
 from blockmig.errors import Refused
 from blockmig.models import Migration, MigrationDisk, Plan, PlanDisk
@@ -466,10 +465,6 @@ def _pause_or_resume(plan: Plan, user, *, to: str, action: str, event_type: str)
 
 def _queue_changed_on_commit(plan: Plan) -> None:
     """Queued migrations re-read what they wait for (a resumed plan's copies may start)."""
-    try:
-        limits = importlib.import_module("blockmig.limits")
-    except ImportError:  # a tree without the copy limits: nothing is queued
-        return
     limits.queue_changed_on_commit(plan.hypervisor_id)
 
 

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import pytest
 from django.utils import timezone
 
+from blockmig import limits
 from blockmig.errors import Refused
 from blockmig.lifecycle import migration_approve, migration_transition
 from blockmig.models import AuditEvent, Migration, Plan
@@ -311,3 +312,16 @@ def test_free_space_at_a_remote_target_comes_from_its_libvirt_pool():
         free, total = host.free_space("/default-pool/vm-vda.qcow2")
         assert 0 < free <= total
         assert host.free_space("/elsewhere/vm-vda.qcow2") is None  # no pool holds it
+
+
+@pytest.mark.django_db
+def test_a_paused_plans_queued_copy_waits_in_the_limits_with_the_plans_reason(users):
+    plan = make_plan(users["operator"], state="running", approved_by=users["approver"])
+    (queued,) = add_migrations(plan, ["queued"])
+    assert limits.slot_for(queued) is None  # no limit is reached: it may start
+    plan_pause(plan=plan, user=users["operator"])
+    wait = limits.slot_for(Migration.objects.get(pk=queued.pk))
+    assert wait is not None and f"Plan #{plan.pk} is paused" in wait.reason
+    assert queued.pk not in limits.startable_queued()
+    plan_resume(plan=plan, user=users["operator"])
+    assert queued.pk in limits.startable_queued()
