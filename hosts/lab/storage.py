@@ -116,10 +116,15 @@ def _pid_of(pidfile: Path) -> int | None:
 
 
 def _is_qemu_nbd(pid: int) -> bool:
+    """A live qemu-nbd has this pid. A forked server that exited stays a zombie until its
+    parent (often a pid 1 that does not reap, in containers) collects it: that counts as gone."""
     try:
-        return Path(f"/proc/{pid}/comm").read_text().strip() == "qemu-nbd"
+        stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return False
+    name = stat[stat.find("(") + 1 : stat.rfind(")")]
+    state = stat[stat.rfind(")") + 2 : stat.rfind(")") + 3]
+    return name == "qemu-nbd" and state not in ("Z", "X")
 
 
 def stop_nbd(pidfile: Path, timeout: float = 10) -> None:

@@ -305,3 +305,32 @@ def test_undefine_procedure_redefines_the_domain_on_the_device(domains, people, 
     restored = AuditEvent.objects.get(migration=migration, event_type="definition_restored")
     assert restored.details["points_to"] == {"vda": str(device)}
     assert list_files_in_image(device) == SEED_FILES
+
+
+def test_what_a_dead_session_left_is_cleaned_up(lab):
+    """A session killed before its teardown leaves loop devices, a VG, a pool, links and an
+    NBD server: the next session's remove_stale_storage takes them all away."""
+    dead = 2**22 + 17  # above the highest pid Linux can give (2^22): no process has it
+    assert not pid_alive(dead)
+    left = StorageLab.create(dead)
+    group = left.volume_group(64 * MiB)
+    device = left.block_device("left-lv", 8 * MiB)
+    loop = device.resolve()
+    image = left.directory / "left.raw"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "raw", str(image), str(8 * MiB)], check=True)
+    server = left.nbd_export("left", image, "raw")
+    server_pid = int(server.pidfile.read_text())
+
+    assert dead in remove_stale_storage(pid_alive)
+
+    assert not left.directory.exists() and not left.device_dir.exists()
+    listed = subprocess.run(["losetup", "--list", "--noheadings", "--output", "NAME"], capture_output=True, text=True)
+    assert str(loop) not in listed.stdout.split() and str(group.pv) not in listed.stdout.split()
+    pools = subprocess.run(["virsh", "-q", "-c", URI, "pool-list", "--all", "--name"], capture_output=True, text=True)
+    assert group.name not in pools.stdout.split()
+    state = (
+        Path(f"/proc/{server_pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        if Path(f"/proc/{server_pid}").exists()
+        else "gone"
+    )
+    assert state in ("gone", "Z", "X")  # exited (a zombie until its parent reaps it)
