@@ -337,9 +337,9 @@ def queue_changed_on_commit(hypervisor_id: int, exclude: int = 0) -> None:
             .order_by("created_at", "pk")
             .values_list("pk", flat=True)
         )
+        if ids:
+            wake_workers(ids[0])  # first: a freed slot should not wait behind the pages' pushes
         for migration_id in ids:
             publish.migration_changed(migration_id)
-        if ids:
-            wake_workers(ids[0])
 
     transaction.on_commit(tell)
