@@ -5,6 +5,7 @@ import socket
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
 
 from hosts.adapter import HostConnection
 from hosts.models import ChainLayer, Disk, Domain, Hypervisor
@@ -127,6 +128,17 @@ def test_a_stopped_domain_on_a_host_that_cannot_read_its_files_has_its_chain_unk
     # Running and paused domains keep the chain libvirt wrote into their live XML.
     running = Disk.objects.get(domain__uuid=fake_uuid(0), target="vda")
     assert (running.chain_known, running.chain_note, running.layers.count()) == (True, "", 3)
+
+
+def test_the_disk_page_of_such_a_disk_says_the_chain_is_unknown_instead_of_drawing_a_base(nodes, client_for):
+    hypervisor = host_for(nodes[100])
+    hypervisor_sync(hypervisor)
+
+    url = reverse("disk_detail", args=[hypervisor.name, fake_uuid(3), "vda"])
+    html = client_for("viewer").get(url).content.decode()
+
+    assert 'data-kind="unknown"' in html and "? chain unknown while stopped" in html
+    assert "Chain unknown while stopped below /srv/images/host 000/vm00003-1.qcow2: " in html
 
 
 def count_queries(hypervisor, force=False) -> int:
