@@ -451,7 +451,7 @@ class Driver:
         host reports as a block device, else a file). Asked once per driver: a device that
         vanishes later still counts as one, so the check before the pivot refuses it."""
         if disk.target not in self.dest_kinds:
-            self.dest_kinds[disk.target] = destination_medium(self.host, disk.destination)
+            self.dest_kinds[disk.target] = destination_medium(self.on_host, disk.destination)
         return self.dest_kinds[disk.target]
 
     def identity(self, path: str, kind: str = "file") -> str:
@@ -460,7 +460,7 @@ class Driver:
         if kind == "network":
             return ""
         if kind == "block":
-            device = self.host.block_device(path)
+            device = self.on_host.block_device(path)
             return device.identity if device is not None else ""
         try:
             return self.on_host.file_identity(path)
@@ -510,7 +510,7 @@ class Driver:
                 f"The block copy of {disk.target} was cancelled outside blockmig (for example with "
                 f"`virsh blockjob {migration.domain_name} {disk.target} --abort`); the guest stays on {disk.source_path}."
             )
-        space = self.host.free_space(disk.destination) if self.dest_kind(disk) == "file" else None
+        space = self.on_host.free_space(disk.destination) if self.dest_kind(disk) == "file" else None
         if space is not None and space[0] < NEARLY_FULL:
             free, total = space
             return (
@@ -630,7 +630,7 @@ class Driver:
         with self.lock:
             events = {t: datetime.fromtimestamp(at, UTC).isoformat() for t, at in self.ready_events.items()}
         for disk in disks:
-            size = self.host.file_size(disk.destination) if self.dest_kind(disk) == "file" else None
+            size = self.on_host.file_size(disk.destination) if self.dest_kind(disk) == "file" else None
             self.disk_update(disk, ready=True, dest_size_at_ready=size)
         self.transition(
             State.READY,
@@ -710,12 +710,12 @@ class Driver:
             return  # an NBD export has no identity to compare (the page said so before the approval)
         size: int | None
         if kind == "block":
-            device = self.host.block_device(disk.destination)
+            device = self.on_host.block_device(disk.destination)
             identity, size = (device.identity, None) if device is not None else (None, None)
         else:
             try:
-                identity = self.host.file_identity(disk.destination)
-                size = self.host.file_size(disk.destination)
+                identity = self.on_host.file_identity(disk.destination)
+                size = self.on_host.file_size(disk.destination)
             except FileNotFoundError:
                 identity, size = None, None
         changed = None
