@@ -5,6 +5,8 @@ finishes; aborting a queued migration takes it out of the queue. Small disks, sl
 
 from __future__ import annotations
 
+import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ from blockmig import limits
 from blockmig.lifecycle import DiskRequest, migration_abort, migration_approve, migration_request, migration_set_bandwidth
 from blockmig.models import AuditEvent, Migration
 from tests.helpers import wait_for_state, wait_until
-from tests.lab.engine_helpers import WorkerProcess, has_block_job, make_hypervisor
+from tests.lab.engine_helpers import URI, WorkerProcess, has_block_job, make_hypervisor
 
 pytestmark = pytest.mark.lab
 MiB = 2**20
@@ -111,3 +113,44 @@ def test_abort_of_a_queued_migration_removes_it_from_the_queue(domains, people, 
     for m in (running[1], second_queued):
         migration_abort(migration=m, user=people["operator"])
         assert wait_for_state(m, ["aborted", "failed"], why=why).state == "aborted"
+
+
+def job_bandwidth(name: str) -> int | None:
+    """The speed libvirt reports for the disk's block job, in MiB/s (`--raw`; None: no job)."""
+    done = subprocess.run(["virsh", "-c", URI, "blockjob", name, "vda", "--raw"], capture_output=True, text=True)
+    match = re.search(r"bandwidth=(\d+)", done.stdout)
+    return int(match.group(1)) if match else None
+
+
+def test_a_roots_bandwidth_total_is_shared_among_its_copies_and_reapplied(domains, people, worker):
+    """Total 2 MiB/s on the root: one copy gets 2, two get 1 each, and when one ends the
+    other is given 2 again, by the worker that drives it."""
+    vms = small_vms(domains, 2)
+    shared = domains.root / "shared"
+    shared.mkdir()
+    host = make_hypervisor([shared])
+    limits.hypervisor_set_limits(hypervisor=host, user=people["admin"], max_copies=2, roots={str(shared): (2, 2)})
+    host.refresh_from_db()
+
+    def request_into_shared(vm) -> Migration:
+        return migration_request(
+            user=people["operator"],
+            hypervisor=host,
+            domain_uuid=vm.uuid,
+            disks=[DiskRequest("vda", str(shared / f"{vm.name}.qcow2"))],
+        )
+
+    first = wait_for_state(request_into_shared(vms[0]), "copying")
+    wait_until(lambda: job_bandwidth(vms[0].name) == 2, "the first copy at the whole 2 MiB/s")
+    second = wait_for_state(request_into_shared(vms[1]), "copying")
+    wait_until(lambda: job_bandwidth(vms[1].name) == 1, "the second copy at half the total")
+    wait_until(lambda: job_bandwidth(vms[0].name) == 1, "the first copy slowed to half the total")
+    assert AuditEvent.objects.filter(migration=first, event_type="bandwidth_shared").exists()
+
+    migration_abort(migration=second, user=people["operator"])
+    wait_for_state(second, "aborted")
+    wait_until(lambda: job_bandwidth(vms[0].name) == 2, "the first copy back at the whole total")
+    shares = [e.details["mib_per_disk"] for e in AuditEvent.objects.filter(migration=first, event_type="bandwidth_shared")]
+    assert shares[-2:] == [{"vda": 1}, {"vda": 2}]
+    migration_abort(migration=first, user=people["operator"])
+    assert wait_for_state(first, ["aborted", "failed"]).state == "aborted"
