@@ -105,7 +105,7 @@ def create_rows(clients: int, shared_user: bool):
 async def run_push(port: int, migration_id: int, cookies: list[str], updates: int) -> list[float]:
     from asgiref.sync import sync_to_async
 
-    from blockmig import publish
+    from blockmig.live import publish
     from blockmig.models import Migration
 
     seq_pattern = re.compile(rf"migration:{migration_id}=(\d+)".encode())

@@ -384,7 +384,7 @@ def create_baseline_row(ctx) -> int:
 
 
 def baseline_sample(page, migration_id: int) -> dict:
-    from blockmig import publish
+    from blockmig.live import publish
     from blockmig.models import Migration
     from blockmig.states import State
 

@@ -329,7 +329,7 @@ def main() -> int:
         )
     finally:
         shutil.rmtree(var, ignore_errors=True)
-        from blockmig.publish import redis_client
+        from blockmig.live.publish import redis_client
 
         for key in redis_client().scan_iter(f"{os.environ['BLOCKMIG_CHANNEL_PREFIX']}*"):
             redis_client().delete(key)

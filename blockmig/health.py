@@ -25,7 +25,7 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from blockmig.publish import redis_client
+from blockmig.live.publish import redis_client
 
 log = logging.getLogger(__name__)
 

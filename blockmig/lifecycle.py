@@ -1,7 +1,7 @@
 """Every write to a migration goes through these functions.
 
 Each commits the new state and its audit event in one transaction, then publishes the
-change to the channel layer on commit (blockmig.publish), so a browser never sees a state
+change to the channel layer on commit (blockmig.live.publish), so a browser never sees a state
 the database does not have.
 
 CONTRACT (implemented by the engine; the UI codes against these names):
@@ -33,10 +33,11 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from blockmig import limits, publish
+from blockmig import limits
 from blockmig.audit import audit_record
 from blockmig.errors import Refused
 from blockmig.leases import Lease, LeaseLost
+from blockmig.live import publish
 from blockmig.models import AuditEvent, Migration, MigrationDisk
 from blockmig.notify.outbox import notify_transition
 from blockmig.plan_progress import plan_migration_ended

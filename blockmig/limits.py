@@ -48,9 +48,9 @@ from dataclasses import dataclass, field
 from django.db import transaction
 from django.db.models import Prefetch
 
-from blockmig import publish
 from blockmig.audit import audit_record
 from blockmig.errors import Refused
+from blockmig.live import publish
 from blockmig.models import Migration, MigrationDisk
 from blockmig.plan_rules import plan_paused
 from blockmig.preflight import MAX_BANDWIDTH_MIB, destination_root

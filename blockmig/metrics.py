@@ -34,9 +34,9 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from blockmig.health import live_workers
 from blockmig.live.handshake import slots_key
+from blockmig.live.publish import redis_client
 from blockmig.models import AuditEvent, Migration
 from blockmig.notify.models import Delivery
-from blockmig.publish import redis_client
 from blockmig.states import ACTIVE_STATES, State
 from hosts.models import Hypervisor
 

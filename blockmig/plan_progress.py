@@ -14,8 +14,9 @@ from django.db import transaction
 from django.db.models import Count
 from django.utils import timezone
 
-from blockmig import progress, publish
+from blockmig import progress
 from blockmig.audit import audit_record
+from blockmig.live import publish
 from blockmig.models import Migration, Plan, PlanDisk
 from blockmig.plan_states import PlanState
 from blockmig.states import ACTIVE_STATES, State

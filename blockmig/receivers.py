@@ -7,8 +7,9 @@ from __future__ import annotations
 from django.db import transaction
 from django.dispatch import receiver
 
-from blockmig import metrics, publish
+from blockmig import metrics
 from blockmig.audit import audit_record
+from blockmig.live import publish
 from hosts.signals import hypervisor_changed, inventory_changed, sync_finished
 
 

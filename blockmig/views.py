@@ -285,7 +285,7 @@ def migration_bandwidth(request: HttpRequest, pk: int) -> HttpResponse:
 @permission_required("hosts.view_hypervisor")
 def dashboard(request: HttpRequest) -> HttpResponse:
     """Hosts with their health, and the migrations block for those who may see migrations
-    (live: live_fragments.dashboard)."""
+    (live: blockmig.live.dashboard)."""
     context: dict[str, object] = {
         "hypervisors": host_selectors.hypervisors_with_counts(),
         "totals": host_selectors.inventory_totals(),

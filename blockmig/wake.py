@@ -16,7 +16,7 @@ from collections.abc import Callable
 import redis
 from django.conf import settings
 
-from blockmig.publish import redis_client
+from blockmig.live.publish import redis_client
 
 log = logging.getLogger(__name__)
 

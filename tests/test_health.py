@@ -17,7 +17,7 @@ from django.db import connection
 from django.test import Client
 
 from blockmig.health import WorkerHeartbeat, heartbeat_key
-from blockmig.publish import redis_client
+from blockmig.live.publish import redis_client
 from tests.helpers import wait_until
 
 REPO = Path(__file__).resolve().parents[1]

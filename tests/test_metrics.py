@@ -15,6 +15,7 @@ from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
 from blockmig.health import WorkerHeartbeat
+from blockmig.live.publish import redis_client
 from blockmig.metrics import (
     bucket_index,
     histogram_of,
@@ -22,7 +23,6 @@ from blockmig.metrics import (
 )
 from blockmig.models import AuditEvent, Migration
 from blockmig.notify.models import Delivery, Notification
-from blockmig.publish import redis_client
 from blockmig.states import State
 from hosts.models import Hypervisor
 from hosts.sync import hypervisor_sync

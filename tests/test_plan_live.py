@@ -13,9 +13,8 @@ from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.test import Client
 
-from blockmig import publish
 from blockmig.asgi import application
-from blockmig.live import cache
+from blockmig.live import cache, publish
 from blockmig.live.consumer import CLOSE_NOT_FOUND
 from blockmig.models import Migration, MigrationDisk
 from blockmig.plans import plan_pause

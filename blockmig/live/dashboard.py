@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from blockmig import publish, selectors
-from blockmig.live import frames, reauth
+from blockmig import selectors
+from blockmig.live import frames, publish, reauth
 from blockmig.live.cache import Shared
 from blockmig.live.consumer import LiveConsumer, Seen
 from hosts import selectors as host_selectors

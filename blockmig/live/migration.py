@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from blockmig import publish, selectors, views
-from blockmig.live import frames
+from blockmig import selectors, views
+from blockmig.live import frames, publish
 from blockmig.live.cache import Shared
 from blockmig.live.consumer import LiveConsumer
 from blockmig.models import Migration

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from blockmig import plan_selectors, plan_views, publish
-from blockmig.live import frames
+from blockmig import plan_selectors, plan_views
+from blockmig.live import frames, publish
 from blockmig.live.cache import Shared
 from blockmig.live.consumer import LiveConsumer
 from blockmig.models import Plan

@@ -37,7 +37,7 @@ def on_deployment_create_people() -> None:
 def on_deployment_publish_inventory_change(name: str) -> dict:
     """A new host (libvirt's test:///default) synced by the real sync, which publishes the
     change once its rows are stored, as a worker's or the sync loop's sync does."""
-    from blockmig import publish
+    from blockmig.live import publish
     from hosts.models import Hypervisor
     from hosts.sync import hypervisor_sync
 
