@@ -14,16 +14,21 @@ CONTRACT (the one place these rules live):
         So the database decides, whichever worker asks: two never both take the last slot.
         `usage` (from usage_of) lets a page answer for many migrations of a host at once.
 
-    CONDITIONS: the functions slot_for asks, in order, each
+    GATES, then CONDITIONS: the functions slot_for asks, in that order, each
         (me: Copy, usage: Usage, ahead: list[Copy]) -> str | None,
-        `ahead` being the host's queued migrations requested before `me`. The first that
-        returns a reason makes the migration wait with it. The copy limits are two of them;
-        another condition ("the plan is paused", "outside the plan's maintenance window")
-        is one more function appended here: its reason then shows on the migration page and
-        the dashboard, is pushed live, and is written in the `queued` audit event. A queued
-        migration is claimed by a worker again only once slot_for answers None for it
-        (startable_queued), so a condition that changes by itself (a window opening) is
-        noticed at the workers' next poll (BLOCKMIG_POLL_SECONDS).
+        `ahead` being the host's queued migrations requested before `me` (for CONDITIONS,
+        only those no gate holds). The first that returns a reason makes the migration wait
+        with it: its reason then shows on the migration page and the dashboard, is pushed
+        live, and is written in the `queued` audit event.
+        - GATES hold one migration for a reason of its own ("the plan is paused", "outside
+          the plan's maintenance window"): a migration a gate holds keeps its place in the
+          queue but reserves no seat at the limits, so a paused plan never holds back
+          anyone else's copies. A gate is one more function in GATES.
+        - CONDITIONS are the copy limits (host_limit, root_limit).
+        A queued migration is claimed by a worker again only once slot_for answers None for
+        it (startable_queued), so a reason that ends by itself (a window opening) is noticed
+        at the workers' next poll (BLOCKMIG_POLL_SECONDS); code that ends one (a plan
+        resumed) calls queue_changed_on_commit(hypervisor_id) to wake them at once.
 
     Request order: an earlier queued migration keeps its place at every limit it is subject
     to, so a later request never takes a slot it waits for (it may pass it at a limit the
@@ -81,6 +86,13 @@ class Usage:
     hypervisor: Hypervisor
     running: list[Copy]
     queued: list[Copy]  # request order
+    _held: set[int] | None = None
+
+    def held(self) -> set[int]:
+        """The queued migrations a gate holds (asked once per read: a gate may query)."""
+        if self._held is None:
+            self._held = {c.id for c in self.queued if any(gate(c, self, []) for gate in GATES)}
+        return self._held
 
 
 @dataclass(frozen=True)
@@ -183,7 +195,24 @@ def root_limit(me: Copy, usage: Usage, ahead: list[Copy]) -> str | None:
 
 Condition = Callable[[Copy, Usage, list[Copy]], str | None]
 # plan_paused: a paused evacuation plan starts no new copies (blockmig.plan_rules).
-CONDITIONS: list[Condition] = [host_limit, root_limit, plan_paused]
+GATES: list[Condition] = [plan_paused]
+CONDITIONS: list[Condition] = [host_limit, root_limit]
+
+
+def _reason(me: Copy, usage: Usage) -> tuple[str | None, list[Copy]]:
+    """Why `me` must wait (None: it may start), and every queued migration ahead of it."""
+    ahead = [c for c in usage.queued if c.order < me.order]
+    for gate in GATES:
+        reason = gate(me, usage, ahead)
+        if reason:
+            return reason, ahead
+    held = usage.held()
+    competing = [c for c in ahead if c.id not in held]
+    for condition in CONDITIONS:
+        reason = condition(me, usage, competing)
+        if reason:
+            return reason, ahead
+    return None, ahead
 
 
 def slot_for(migration: Migration, usage: Usage | None = None) -> Wait | None:
@@ -194,13 +223,11 @@ def slot_for(migration: Migration, usage: Usage | None = None) -> Wait | None:
     me = next((c for c in usage.queued if c.id == migration.pk), None)
     if me is None:
         me = _copy_of(migration, list(migration.disks.all()), usage.hypervisor.allowed_roots or [])
-    ahead = [c for c in usage.queued if c.order < me.order]
-    for condition in CONDITIONS:
-        reason = condition(me, usage, ahead)
-        if reason:
-            behind = tuple(c.id for c in ahead) or tuple(c.id for c in usage.running)
-            return Wait(position=len(ahead) + 1, reason=reason, behind=behind)
-    return None
+    reason, ahead = _reason(me, usage)
+    if reason is None:
+        return None
+    behind = tuple(c.id for c in ahead) or tuple(c.id for c in usage.running)
+    return Wait(position=len(ahead) + 1, reason=reason, behind=behind)
 
 
 def waits_of(migrations) -> dict[int, Wait]:
@@ -221,13 +248,10 @@ def startable_queued() -> list[int]:
     """Queued migrations that would get a slot now, oldest first: the only queued ones a
     worker claims (waiting ones cost no driver, no libvirt connection, no claim churn)."""
     hosts = Hypervisor.objects.filter(migrations__state=State.QUEUED).distinct()
-    startable = []
+    startable: list[int] = []
     for hypervisor in hosts:
         usage = usage_of(hypervisor)
-        for copy in usage.queued:
-            ahead = [c for c in usage.queued if c.order < copy.order]
-            if not any(condition(copy, usage, ahead) for condition in CONDITIONS):
-                startable.append(copy.id)
+        startable.extend(copy.id for copy in usage.queued if _reason(copy, usage)[0] is None)
     return startable
 
 

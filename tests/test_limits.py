@@ -184,6 +184,21 @@ def test_another_condition_can_be_added_to_the_rule(make, monkeypatch):
     assert wait.reason == "the plan is paused"
 
 
+def test_a_migration_a_gate_holds_keeps_its_place_but_holds_back_no_one(make, host, monkeypatch):
+    """A paused plan's queued copy (a gate's reason) must not reserve a seat at the limits."""
+    host.max_copies = 1
+    host.save()
+    held = make(State.QUEUED)
+    later = make(State.QUEUED, root=ROOT_B)
+    monkeypatch.setattr(limits, "GATES", [lambda me, usage, ahead: "the plan is paused" if me.id == held.pk else None])
+    assert limits.slot_for(fresh(held)).reason == "the plan is paused"
+    assert limits.slot_for(fresh(later)) is None  # the one free slot goes to the later request
+    assert limits.startable_queued() == [later.pk]
+    make(State.COPYING)
+    wait = limits.slot_for(fresh(later))
+    assert wait.position == 2 and wait.reason.startswith("1 copy already runs on local (limit 1)")
+
+
 # -- the decision under the lock -------------------------------------------------------------------
 
 
