@@ -353,3 +353,5 @@ def test_migration_page_and_dashboard_show_the_queue_position_and_reason(make, c
     dashboard = client.get(reverse("dashboard")).content.decode()
     assert f'id="dashboard-queue-{queued.pk}"' in dashboard
     assert f"next slot when #{busy.pk} finishes" in dashboard
+    listing = client.get(reverse("migration_list") + "?state=queued").content.decode()
+    assert f"1st in the queue: 2 copies already run on local (limit 2); next slot when #{busy.pk} finishes" in listing
