@@ -47,10 +47,12 @@ destination lies in none); bandwidth is shared per disk copy.
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Prefetch
 
 from blockmig.audit import audit_record
@@ -62,6 +64,8 @@ from blockmig.preflight import MAX_BANDWIDTH_MIB, destination_root
 from blockmig.states import State
 from blockmig.wake import wake_workers
 from hosts.models import Hypervisor
+
+log = logging.getLogger(__name__)
 
 HOLDS_SLOT = frozenset({State.COPYING, State.READY, State.PIVOTING, State.ABORTING})
 MAX_COPIES_LIMIT = 1000  # a sanity bound for the form, far above any host's real capacity
@@ -350,20 +354,52 @@ def changes_queue(before: str, after: str) -> bool:
     return (before in HOLDS_SLOT) != (after in HOLDS_SLOT) or (before == State.QUEUED) != (after == State.QUEUED)
 
 
+# A host's queued pages are pushed at most this often per process: with 16 waiting, every
+# slot taken or freed would otherwise cost 16 renders' worth of messages at once.
+QUEUE_PUSH_EVERY = 0.5
+_pushes_due: set[int] = set()
+_pushes_lock = threading.Lock()
+
+
 def queue_changed_on_commit(hypervisor_id: int, exclude: int = 0) -> None:
-    """After commit: push every queued migration of the host (its place and reason may have
-    changed) and wake the workers, whose next claim starts what now fits."""
+    """After commit: wake the workers at once (their next claim starts what now fits), and
+    push every queued migration of the host (its place and reason may have changed) within
+    QUEUE_PUSH_EVERY, several changes in one push. `exclude`: a migration its own change
+    publishes already."""
 
     def tell() -> None:
-        ids = list(
+        first = (
             Migration.objects.filter(hypervisor_id=hypervisor_id, state=State.QUEUED)
             .exclude(pk=exclude)
             .order_by("created_at", "pk")
             .values_list("pk", flat=True)
+            .first()
         )
-        if ids:
-            wake_workers(ids[0])  # first: a freed slot should not wait behind the pages' pushes
-        for migration_id in ids:
-            publish.migration_changed(migration_id)
+        if first is not None:
+            wake_workers(first)
+            _push_soon(hypervisor_id)
 
     transaction.on_commit(tell)
+
+
+def _push_soon(hypervisor_id: int) -> None:
+    with _pushes_lock:
+        if hypervisor_id in _pushes_due:
+            return  # the push already due reads the database after this change
+        _pushes_due.add(hypervisor_id)
+    timer = threading.Timer(QUEUE_PUSH_EVERY, _push_queue, args=(hypervisor_id,))
+    timer.daemon = True
+    timer.start()
+
+
+def _push_queue(hypervisor_id: int) -> None:
+    with _pushes_lock:
+        _pushes_due.discard(hypervisor_id)  # before the read: a later change schedules again
+    try:
+        ids = Migration.objects.filter(hypervisor_id=hypervisor_id, state=State.QUEUED).values_list("pk", flat=True)
+        for migration_id in ids:
+            publish.migration_changed(migration_id)
+    except Exception:
+        log.exception("could not push the queue of hypervisor %s; pages catch up on resync", hypervisor_id)
+    finally:
+        connection.close()  # this timer thread's own connection
