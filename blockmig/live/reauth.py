@@ -21,8 +21,13 @@ grant is not seen, so that socket is closed (never kept open by mistake).
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
+from functools import partial
 from importlib import import_module
+from threading import Lock
+from typing import Any
 from weakref import WeakKeyDictionary
 
 from channels.db import database_sync_to_async
@@ -117,7 +122,9 @@ def read_verdicts(keys: list[Key]) -> dict[Key, Verdict]:
     sessions = _sessions({session_key for session_key, _ in keys})
     User = get_user_model()
     user_ids = {user_id for _, user_id in keys}
-    users = {user.pk: user for user in User._default_manager.filter(pk__in=user_ids)}
+    # Only what the checks read (a deferred field would cost a query per user).
+    rows = User._default_manager.filter(pk__in=user_ids).only("pk", "password", "is_active", "is_superuser")
+    users = {user.pk: user for user in rows}
     permissions = _permissions(users)
     verdicts = {}
     for session_key, user_id in keys:
@@ -129,6 +136,36 @@ def read_verdicts(keys: list[Key]) -> dict[Key, Verdict]:
     return verdicts
 
 
+class _Memo:
+    """A bounded map from an input to what a pure function made of it, for the reads that
+    repeat at every frame: the same session rows decoded, the same password hashed again."""
+
+    def __init__(self, size: int = 20_000) -> None:
+        self.size = size
+        self._values: OrderedDict[Hashable, Any] = OrderedDict()
+        self._lock = Lock()
+
+    def get(self, key: Hashable, make: Callable[[], Any]) -> Any:
+        with self._lock:
+            if key in self._values:
+                self._values.move_to_end(key)
+                return self._values[key]
+        value = make()
+        with self._lock:
+            self._values[key] = value
+            while len(self._values) > self.size:
+                self._values.popitem(last=False)
+        return value
+
+
+# A session row's data decodes to the same dict whenever it is the same text (what it
+# holds changes only with the text; its expiry is the row's, checked by the query). A user's
+# session hashes follow from their password hash and the secret keys. Both are kept, so a
+# re-check of a thousand sockets does not decode and hash a thousand times again per frame.
+_decoded = _Memo()
+_auth_hashes = _Memo()
+
+
 def _sessions(session_keys: set[str]) -> dict[str, dict]:
     store_class = import_module(settings.SESSION_ENGINE).SessionStore
     if hasattr(store_class, "get_model_class"):  # the database backends: one query for all
@@ -137,7 +174,8 @@ def _sessions(session_keys: set[str]) -> dict[str, dict]:
             .objects.filter(session_key__in=session_keys, expire_date__gt=timezone.now())
             .values_list("session_key", "session_data")
         )
-        return {session_key: store_class().decode(data) for session_key, data in rows}
+        decode = store_class().decode
+        return {session_key: _decoded.get(data, partial(decode, data)) for session_key, data in rows}
     return {session_key: store_class(session_key).load() for session_key in session_keys}
 
 
@@ -151,7 +189,10 @@ def _session_valid(session: dict | None, user) -> bool:
     session_hash = session.get(HASH_SESSION_KEY)
     if not session_hash:
         return False
-    hashes = [user.get_session_auth_hash(), *user.get_session_auth_fallback_hash()]
+    secrets = (settings.SECRET_KEY, *settings.SECRET_KEY_FALLBACKS)
+    hashes = _auth_hashes.get(
+        (user.pk, user.password, secrets), lambda: [user.get_session_auth_hash(), *user.get_session_auth_fallback_hash()]
+    )
     return any(constant_time_compare(session_hash, known) for known in hashes)
 
 
