@@ -2,7 +2,7 @@
 
 A libvirt URI is more than an address: its query can make the client run a program
 (qemu+ssh's `command=`, `netcat=`, `proxy=`), read a local file (`keyfile=`, `pkipath=`,
-any `test:///file`) or talk to any socket (`socket=`, qemu+unix). hosts.adapter._open asks
+any `test:///file`) or talk to any socket (`socket=`, qemu+unix). hosts.adapter.opening asks
 `uri_problem` before every connection (form, Django admin, sync, refresh, engine), so a URI
 stored by any route is refused here before libvirt sees it.
 

@@ -23,8 +23,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from hosts import adapter
-from hosts.adapter import ConnectionLost, HostConnection
+from hosts.adapter import ConnectionLost, HostConnection, opening
 
 LIBVIRTD = shutil.which("libvirtd") or "/usr/sbin/libvirtd"
 
@@ -135,8 +134,8 @@ def private_libvirtd(tmp_path_factory) -> Iterator[int]:
 def proxied_uri(private_libvirtd, monkeypatch) -> Iterator[tuple[str, Proxy]]:
     proxy = Proxy(private_libvirtd)
     uri = f"test+tcp://127.0.0.1:{proxy.port}/default"
-    real_check = adapter.uri_problem
-    monkeypatch.setattr(adapter, "uri_problem", lambda candidate: None if candidate == uri else real_check(candidate))
+    real_check = opening.uri_problem
+    monkeypatch.setattr(opening, "uri_problem", lambda candidate: None if candidate == uri else real_check(candidate))
     yield uri, proxy
     proxy.close()
 

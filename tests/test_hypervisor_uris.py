@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 from django.urls import reverse
 
-from hosts import adapter
-from hosts.adapter import ConnectFailure, HostConnection
+from hosts.adapter import ConnectFailure, HostConnection, opening
 from hosts.models import Domain, Hypervisor
 from hosts.sync import hypervisor_sync
 from hosts.testnode import node_uri, write_node
@@ -159,7 +158,7 @@ def test_without_the_check_the_marker_script_does_run(marker_script, monkeypatch
     """The control experiment: the URI below really runs its command through libvirt, so the
     tests that find no marker would notice a check that stopped refusing it."""
     script, marker = marker_script
-    monkeypatch.setattr(adapter, "uri_problem", lambda uri: None)
+    monkeypatch.setattr(opening, "uri_problem", lambda uri: None)
     with pytest.raises(ConnectFailure):
         with HostConnection(f"qemu+ssh://localhost/system?command={script}", timeout=10):
             pass

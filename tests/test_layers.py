@@ -93,6 +93,43 @@ def test_hosts_never_imports_blockmig():
     assert upward == []
 
 
+# The one seam to libvirt: the modules of this package, and nothing else in either app.
+LIBVIRT_SEAM = "hosts.adapter"
+
+
+def libvirt_imports_outside_the_seam(found: dict[str, Path]) -> list[tuple[Path, int, str]]:
+    return [
+        (path, line, name)
+        for module, path in found.items()
+        if module != LIBVIRT_SEAM and not module.startswith(LIBVIRT_SEAM + ".")
+        for line, name in imported_names(path)
+        if name.split(".")[0] == "libvirt"
+    ]
+
+
+def test_only_the_adapter_package_imports_libvirt():
+    found = modules()
+    outside = [f"{path.relative_to(ROOT)}:{line} imports {name}" for path, line, name in libvirt_imports_outside_the_seam(found)]
+    assert outside == []
+    # And the seam is where the libvirt imports are: were the package renamed, the check
+    # above would pass while watching nothing.
+    assert any(
+        name == "libvirt"
+        for module, path in found.items()
+        if module.startswith(LIBVIRT_SEAM + ".")
+        for _, name in imported_names(path)
+    )
+
+
+def test_the_libvirt_check_sees_an_import_outside_the_seam(tmp_path):
+    inside, outside, lookalike = tmp_path / "errors.py", tmp_path / "sync.py", tmp_path / "adapterish.py"
+    inside.write_text("import libvirt\n")
+    outside.write_text("import os\n\n\ndef f():\n    from libvirt import open\n")
+    lookalike.write_text("import libvirt.foo\n")
+    found = {"hosts.adapter.errors": inside, "hosts.sync": outside, "hosts.adapterish": lookalike}
+    assert [name for _, _, name in libvirt_imports_outside_the_seam(found)] == ["libvirt", "libvirt.open", "libvirt.foo"]
+
+
 def test_hosts_templates_include_no_blockmig_template():
     # {% url %} to a blockmig page is fine; drawing blockmig's templates is not hosts' to do
     # (blockmig fills the pages' slots through hosts.hooks).
