@@ -18,7 +18,7 @@ from django.conf import settings
 from django.db import Error as DatabaseError  # any database failure, InterfaceError included
 from django.db import connection
 
-from blockmig.engine import Driver
+from blockmig.engine.driver import Driver
 from blockmig.health import WorkerHeartbeat
 from blockmig.leases import Lease, lease_claim_next
 from blockmig.notify.sender import DeliveryLoop

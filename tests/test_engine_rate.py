@@ -2,7 +2,7 @@
 (one rule: the pages' rate and ETA read what the engine stored)."""
 
 from blockmig import progress
-from blockmig.engine import Driver
+from blockmig.engine.driver import Driver
 from blockmig.leases import lease_claim_next
 from blockmig.models import Migration, MigrationDisk
 from blockmig.states import State
