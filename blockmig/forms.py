@@ -19,15 +19,15 @@ from django import forms
 
 from blockmig.audit import event_label
 from blockmig.errors import Refused
-from blockmig.preflight import (
+from blockmig.preflight.options import (
     MAX_BANDWIDTH_MIB,
     MAX_GRANULARITY,
     MIN_GRANULARITY,
     check_bandwidth,
     check_buf_size,
-    check_destination_shape,
     check_granularity,
 )
+from blockmig.preflight.shape import check_destination_shape
 from blockmig.progress import format_bytes
 from blockmig.states import State
 from hosts.adapter import ConnectFailure, LibvirtFailure, open_block_jobs

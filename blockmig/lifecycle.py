@@ -42,7 +42,9 @@ from blockmig.models import AuditEvent, Migration, MigrationDisk
 from blockmig.notify.outbox import notify_transition
 from blockmig.plan_progress import plan_migration_ended
 from blockmig.plan_rules import pivot_wait_reason
-from blockmig.preflight import DiskRequest, check_bandwidth, preflight_request
+from blockmig.preflight import preflight_request
+from blockmig.preflight.options import check_bandwidth
+from blockmig.preflight.records import DiskRequest
 from blockmig.states import TERMINAL_STATES, State, abort_target, may_approve, may_change_bandwidth, next_state
 from blockmig.wake import wake_workers
 from hosts.models import Domain

@@ -60,7 +60,8 @@ from blockmig.errors import Refused
 from blockmig.live import publish
 from blockmig.models import Migration, MigrationDisk
 from blockmig.plan_rules import plan_paused
-from blockmig.preflight import MAX_BANDWIDTH_MIB, destination_root
+from blockmig.preflight.files import destination_root
+from blockmig.preflight.options import MAX_BANDWIDTH_MIB
 from blockmig.states import State
 from blockmig.wake import wake_workers
 from hosts.models import Hypervisor

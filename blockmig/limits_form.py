@@ -7,7 +7,7 @@ from __future__ import annotations
 from django import forms
 
 from blockmig.limits import MAX_COPIES_LIMIT
-from blockmig.preflight import MAX_BANDWIDTH_MIB
+from blockmig.preflight.options import MAX_BANDWIDTH_MIB
 from hosts.models import Hypervisor
 
 COUNT_ERRORS = {

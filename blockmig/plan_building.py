@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from blockmig.preflight import NOT_MIGRATABLE_DEVICES
+from blockmig.preflight.host import NOT_MIGRATABLE_DEVICES
 from blockmig.progress import format_bytes
 
 SOURCE_ROOT, SOURCE_HOST, SOURCE_DOMAINS = "root", "host", "domains"

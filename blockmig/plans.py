@@ -49,7 +49,10 @@ from blockmig.plan_building import (
 from blockmig.plan_progress import plan_changed_on_commit, plan_finish
 from blockmig.plan_rules import window_problem
 from blockmig.plan_states import PLAN_UNDER_WAY, PlanState, plan_may, plan_next_state
-from blockmig.preflight import DiskRequest, check_destination_shape, check_disk_movable, check_on_host, check_options
+from blockmig.preflight.host import check_disk_movable, check_on_host
+from blockmig.preflight.options import check_options
+from blockmig.preflight.records import DiskRequest
+from blockmig.preflight.shape import check_destination_shape
 from blockmig.states import ACTIVE_STATES, abort_target
 from blockmig.wake import wake_workers
 from hosts.adapter import BlockJobHost, ConnectFailure, LibvirtFailure, open_block_jobs, uri_is_local

@@ -32,7 +32,7 @@ from django.template.response import TemplateResponse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
-from blockmig import lifecycle, plan_rules, preflight, progress, selectors, states
+from blockmig import lifecycle, plan_rules, progress, selectors, states
 from blockmig.errors import Refused
 from blockmig.forms import (
     AuditFilterForm,
@@ -44,7 +44,8 @@ from blockmig.forms import (
 )
 from blockmig.limits_form import CopyLimitsForm
 from blockmig.models import AuditEvent, Migration
-from blockmig.preflight import is_network_destination
+from blockmig.preflight import host as preflight_host
+from blockmig.preflight.nbd import is_network_destination
 from blockmig.states import State
 from hosts import selectors as host_selectors
 from hosts.models import Disk, Domain, Hypervisor
@@ -56,7 +57,7 @@ EVENTS_PER_PAGE = 50
 FRAGMENTS = {"migration_status", "migration_actions", "migration_timeline", "migration_disks"}
 EXPORT_TYPES = {"csv": "text/csv; charset=utf-8", "json": "application/json"}
 # Disks that hold no guest data worth moving (install media, floppies): preflight's rule.
-NOT_MIGRATABLE_DEVICES = set(preflight.NOT_MIGRATABLE_DEVICES)
+NOT_MIGRATABLE_DEVICES = set(preflight_host.NOT_MIGRATABLE_DEVICES)
 
 
 def _deny(perm: str, doing: str):

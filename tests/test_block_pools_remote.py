@@ -11,7 +11,8 @@ import pytest
 from django.urls import reverse
 
 from blockmig.errors import Refused
-from blockmig.preflight import check_block_destination, destination_kind
+from blockmig.preflight.block import check_block_destination
+from blockmig.preflight.kinds import destination_kind
 from hosts.adapter import open_block_jobs
 from hosts.models import Hypervisor
 from hosts.sync import hypervisor_sync

@@ -5,7 +5,8 @@ import pytest
 from blockmig.errors import Refused
 from blockmig.lifecycle import DiskRequest, migration_request
 from blockmig.models import AuditEvent, Migration
-from blockmig.preflight import check_bandwidth, check_destination_shape, check_options
+from blockmig.preflight.options import check_bandwidth, check_options
+from blockmig.preflight.shape import check_destination_shape
 from hosts.models import Hypervisor
 from tests.helpers import make_user
 

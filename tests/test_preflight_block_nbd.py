@@ -10,14 +10,10 @@ from pathlib import Path
 import pytest
 
 from blockmig.errors import Refused
-from blockmig.preflight import (
-    NbdExport,
-    check_destination_shape,
-    check_destination_size,
-    check_kind_options,
-    destination_kind,
-    parse_nbd_url,
-)
+from blockmig.preflight.block import check_destination_size
+from blockmig.preflight.kinds import check_kind_options, destination_kind
+from blockmig.preflight.nbd import NbdExport, parse_nbd_url
+from blockmig.preflight.shape import check_destination_shape
 from hosts.adapter import BlockJobHost, disk_source_xml, retarget_definition
 from hosts.domxml import parse_disks
 
