@@ -17,10 +17,8 @@ from typing import TYPE_CHECKING
 from blockmig.errors import Refused
 from blockmig.preflight.host import check_on_host
 
-# Until blockmig/engine.py and blockmig/api/views.py, which are being split into packages
-# this session, land in their new homes (which import these from preflight.kinds and
-# preflight.options): then these two lines go.
-from blockmig.preflight.kinds import destination_medium  # noqa: F401
+# Until blockmig/api/views.py, being split into a package this session, lands in its new
+# home (which imports it from preflight.options): then this line goes.
 from blockmig.preflight.options import check_bandwidth  # noqa: F401
 from blockmig.preflight.records import DiskRequest, Plan
 from blockmig.preflight.shape import check_request_shape
