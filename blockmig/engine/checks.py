@@ -11,7 +11,7 @@ import time
 
 from blockmig.engine.base import DriverBase, Failed
 from blockmig.models import Migration, MigrationDisk
-from blockmig.preflight import destination_medium
+from blockmig.preflight.kinds import destination_medium
 from hosts.adapter import DomainGone, LibvirtFailure
 
 JOB_GONE_TIMEOUT = 60.0

@@ -12,7 +12,8 @@ from blockmig.engine.checks import HostChecks
 from blockmig.errors import Refused
 from blockmig.lifecycle import migration_start_or_queue
 from blockmig.models import Migration, MigrationDisk
-from blockmig.preflight import DiskRequest, check_on_host
+from blockmig.preflight.host import check_on_host
+from blockmig.preflight.records import DiskRequest
 from blockmig.states import State
 
 
