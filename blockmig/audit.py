@@ -75,7 +75,7 @@ class EventType(models.TextChoices):
 
 
 # How the actions of the running request reach blockmig, written on each event it records:
-# the REST API sets it for one request (blockmig.api.views), the console's pages leave it "".
+# the REST API sets it for one request (blockmig.api.views.base), the console's pages leave it "".
 AUDIT_VIA: ContextVar[str] = ContextVar("audit_via", default="")
 
 

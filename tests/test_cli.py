@@ -21,6 +21,7 @@ from django.core.cache import caches
 from blockmig import cli
 from blockmig.api.models import ApiToken
 from blockmig.api.tokens import token_create
+from blockmig.cli import client, commands, exits
 from blockmig.models import AuditEvent, Migration, MigrationDisk
 from blockmig.states import State
 from hosts.models import ChainLayer, Disk, Domain, Hypervisor
@@ -42,7 +43,7 @@ def config_home(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     monkeypatch.delenv("BLOCKMIG_URL", raising=False)
     monkeypatch.delenv("BLOCKMIG_TOKEN", raising=False)
-    monkeypatch.setattr(cli, "POLL_SECONDS", 0.05)
+    monkeypatch.setattr(commands, "POLL_SECONDS", 0.05)
     return tmp_path / "config"
 
 
@@ -107,27 +108,27 @@ def test_login_with_user_and_password_creates_a_token(live_server, config_home, 
 def test_login_with_a_wrong_password_exits_4(live_server, config_home, users, capsys, monkeypatch):
     monkeypatch.setattr(sys, "stdin", io.StringIO("wrong\n"))
     code, _, err = run(capsys, "login", live_server.url, "--user", "operator", "--password-stdin")
-    assert code == cli.DENIED and "do not match an active account" in err
+    assert code == exits.DENIED and "do not match an active account" in err
     assert not (config_home / "blockmig" / "config.json").exists()
 
 
 def test_not_signed_in_exits_4_saying_how(config_home, capsys):
     code, _, err = run(capsys, "hosts")
-    assert code == cli.DENIED and "blockmig login URL" in err
+    assert code == exits.DENIED and "blockmig login URL" in err
 
 
 def test_unreachable_server_exits_6(config_home, capsys, monkeypatch):
     monkeypatch.setenv("BLOCKMIG_URL", "http://127.0.0.1:9")
     monkeypatch.setenv("BLOCKMIG_TOKEN", "bm_abcdefgh_" + "x" * 43)
-    monkeypatch.setattr(cli.time, "sleep", lambda s: None)
+    monkeypatch.setattr(client.time, "sleep", lambda s: None)
     code, _, err = run(capsys, "hosts")
-    assert code == cli.UNREACHABLE and "cannot reach http://127.0.0.1:9" in err
+    assert code == exits.UNREACHABLE and "cannot reach http://127.0.0.1:9" in err
 
 
 def test_usage_error_exits_2(config_home, capsys):
     with pytest.raises(SystemExit) as exited:
         cli.main(["migrate", "kvm01"])
-    assert exited.value.code == cli.USAGE
+    assert exited.value.code == exits.USAGE
 
 
 def test_hosts_and_chain(login, inventory, capsys):
@@ -145,13 +146,13 @@ def test_hosts_and_chain(login, inventory, capsys):
 def test_unknown_disk_exits_4_naming_the_disks(login, inventory, capsys):
     login("viewer")
     code, _, err = run(capsys, "chain", "kvm01", "testvm", "vdz")
-    assert code == cli.DENIED and "testvm has no disk vdz (it has vda)." in err
+    assert code == exits.DENIED and "testvm has no disk vdz (it has vda)." in err
 
 
 def test_migrate_refused_with_the_forms_message_exits_3(login, inventory, capsys):
     login("operator")
     code, out, err = run(capsys, "migrate", "kvm01", "testvm", "vda", "/etc/copy.qcow2")
-    assert code == cli.REFUSED and out == ""
+    assert code == exits.REFUSED and out == ""
     assert "/etc/copy.qcow2 is outside the allowed roots (/backups)." in err
     assert Migration.objects.count() == 0
 
@@ -159,14 +160,14 @@ def test_migrate_refused_with_the_forms_message_exits_3(login, inventory, capsys
 def test_migrate_as_viewer_exits_4(login, inventory, capsys):
     login("viewer")
     code, _, err = run(capsys, "migrate", "kvm01", "testvm", "vda", "/backups/c.qcow2", "--full")
-    assert code == cli.DENIED and "Starting a migration needs the operator role." in err
+    assert code == exits.DENIED and "Starting a migration needs the operator role." in err
 
 
 def test_approve_four_eyes_then_another_approver(login, inventory, users, capsys):
     m = migration(inventory, users["approver"])
     login("approver")
     code, _, err = run(capsys, "approve", m.pk)
-    assert code == cli.REFUSED and "another approver must approve it (four eyes)" in err
+    assert code == exits.REFUSED and "another approver must approve it (four eyes)" in err
     login("admin")
     code, out, _ = run(capsys, "approve", m.pk)
     assert code == 0 and out == f"Migration #{m.pk} approved: pivoting.\n"
@@ -182,7 +183,7 @@ def test_abort_and_bandwidth(login, inventory, users, capsys):
     code, out, _ = run(capsys, "abort", m.pk)
     assert code == 0 and out == f"Migration #{m.pk}: aborting; the guest stays on its source.\n"
     code, _, err = run(capsys, "approve", m.pk)
-    assert code == cli.DENIED and "Only a user with the approver role" in err
+    assert code == exits.DENIED and "Only a user with the approver role" in err
 
 
 def test_migrations_listing(login, inventory, users, capsys):
@@ -192,7 +193,7 @@ def test_migrations_listing(login, inventory, users, capsys):
     assert code == 0 and "25.0 %" in out and "testvm" in out
 
 
-@pytest.mark.parametrize(("end", "exit_code"), [(State.COMPLETED, cli.OK), (State.FAILED, cli.MIGRATION_FAILED)])
+@pytest.mark.parametrize(("end", "exit_code"), [(State.COMPLETED, exits.OK), (State.FAILED, exits.MIGRATION_FAILED)])
 def test_watch_draws_progress_and_exits_by_the_end(login, inventory, users, capsys, end, exit_code):
     m = migration(inventory, users["operator"], State.COPYING, bytes_done=GIB // 2, bytes_total=GIB, rate_bps=64 * 2**20)
     login("viewer")
@@ -227,16 +228,16 @@ def test_audit_since_as_json_and_csv(login, inventory, users, capsys):
     rows = list(csv.DictReader(io.StringIO(out)))
     assert code == 0 and [(r["event_type"], r["actor"], r["migration"]) for r in rows] == [("approved", "approver", str(m.pk))]
     code, _, err = run(capsys, "audit", "--since", "yesterday")
-    assert code == cli.USAGE and "give an age like 1h" in err
+    assert code == exits.USAGE and "give an age like 1h" in err
 
 
 def test_since_reads_ages_and_times():
     from datetime import UTC, datetime
 
     now = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
-    assert cli.since_to_iso("1h", now) == "2026-12-03T11:00:00+00:00"
-    assert cli.since_to_iso("90m", now) == "2026-12-03T10:30:00+00:00"
-    assert cli.since_to_iso("2026-12-01T08:00") == "2026-12-01T08:00:00+00:00"
+    assert commands.since_to_iso("1h", now) == "2026-12-03T11:00:00+00:00"
+    assert commands.since_to_iso("90m", now) == "2026-12-03T10:30:00+00:00"
+    assert commands.since_to_iso("2026-12-01T08:00") == "2026-12-01T08:00:00+00:00"
 
 
 def test_the_client_does_not_import_django():

@@ -6,25 +6,25 @@ from django.contrib.auth.decorators import login_not_required
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from blockmig.api import plans, views
+from blockmig.api.views import account, audit, inventory, migrations, plans
 
 app_name = "api"
 
 urlpatterns = [
-    path("me/", views.MeView.as_view(), name="me"),
-    path("tokens/", views.TokenListCreateView.as_view(), name="tokens"),
-    path("tokens/<str:prefix>/", views.TokenRevokeView.as_view(), name="token"),
-    path("hypervisors/", views.HypervisorList.as_view(), name="hypervisor_list"),
-    path("hypervisors/<slug:name>/", views.HypervisorDetail.as_view(), name="hypervisor_detail"),
-    path("hypervisors/<slug:name>/domains/", views.DomainList.as_view(), name="domain_list"),
-    path("hypervisors/<slug:name>/domains/<str:domain>/", views.DomainDetail.as_view(), name="domain_detail"),
-    path("hypervisors/<slug:name>/domains/<str:domain>/disks/<str:target>/", views.DiskDetail.as_view(), name="disk_detail"),
-    path("migrations/", views.MigrationListCreate.as_view(), name="migration_list"),
-    path("migrations/<int:pk>/", views.MigrationDetail.as_view(), name="migration_detail"),
-    path("migrations/<int:pk>/approve/", views.MigrationApprove.as_view(), name="migration_approve"),
-    path("migrations/<int:pk>/abort/", views.MigrationAbort.as_view(), name="migration_abort"),
-    path("migrations/<int:pk>/bandwidth/", views.MigrationBandwidth.as_view(), name="migration_bandwidth"),
-    path("audit/", views.AuditList.as_view(), name="audit_list"),
+    path("me/", account.MeView.as_view(), name="me"),
+    path("tokens/", account.TokenListCreateView.as_view(), name="tokens"),
+    path("tokens/<str:prefix>/", account.TokenRevokeView.as_view(), name="token"),
+    path("hypervisors/", inventory.HypervisorList.as_view(), name="hypervisor_list"),
+    path("hypervisors/<slug:name>/", inventory.HypervisorDetail.as_view(), name="hypervisor_detail"),
+    path("hypervisors/<slug:name>/domains/", inventory.DomainList.as_view(), name="domain_list"),
+    path("hypervisors/<slug:name>/domains/<str:domain>/", inventory.DomainDetail.as_view(), name="domain_detail"),
+    path("hypervisors/<slug:name>/domains/<str:domain>/disks/<str:target>/", inventory.DiskDetail.as_view(), name="disk_detail"),
+    path("migrations/", migrations.MigrationListCreate.as_view(), name="migration_list"),
+    path("migrations/<int:pk>/", migrations.MigrationDetail.as_view(), name="migration_detail"),
+    path("migrations/<int:pk>/approve/", migrations.MigrationApprove.as_view(), name="migration_approve"),
+    path("migrations/<int:pk>/abort/", migrations.MigrationAbort.as_view(), name="migration_abort"),
+    path("migrations/<int:pk>/bandwidth/", migrations.MigrationBandwidth.as_view(), name="migration_bandwidth"),
+    path("audit/", audit.AuditList.as_view(), name="audit_list"),
     path("plans/", plans.PlanList.as_view(), name="plan_list"),
     path("plans/<int:pk>/", plans.PlanDetail.as_view(), name="plan_detail"),
     path("plans/<int:pk>/approve/", plans.PlanApprove.as_view(), name="plan_approve"),

@@ -14,7 +14,7 @@ from blockmig import plan_selectors, plans
 from blockmig.api.errors import ApiError
 from blockmig.api.idempotency import run_once
 from blockmig.api.serializers import ErrorSerializer
-from blockmig.api.views import IDEMPOTENCY, ApiView, Pages
+from blockmig.api.views.base import IDEMPOTENCY, ApiView, Pages
 from blockmig.errors import Refused
 from blockmig.models import Plan, PlanDisk
 from blockmig.plan_states import PlanState
