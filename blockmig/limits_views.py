@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
@@ -13,12 +12,7 @@ from blockmig.forms import AutoPivotForm
 from blockmig.limits import hypervisor_set_limits, may_set_limits
 from blockmig.limits_form import CopyLimitsForm
 from hosts.models import Hypervisor
-from hosts.roles import ROLE_FOR
-
-
-def _deny():
-    """403 through the site's 403 page, naming the role that would have been enough."""
-    raise PermissionDenied(f"Setting a host's copy limits needs the {ROLE_FOR.get('hosts.change_hypervisor', 'admin')} role.")
+from hosts.roles import deny
 
 
 @require_POST
@@ -32,7 +26,7 @@ def hypervisor_limits(request: HttpRequest, name: str) -> HttpResponse:
             hypervisor_set_limits(hypervisor=hypervisor, user=request.user, max_copies=max_copies, roots=roots)
         except Refused as refused:
             if not may_set_limits(request.user):
-                _deny()
+                deny("hosts.change_hypervisor", "Setting a host's copy limits")
             form.add_error(None, refused.message)
         else:
             messages.success(
@@ -40,7 +34,7 @@ def hypervisor_limits(request: HttpRequest, name: str) -> HttpResponse:
             )
             return redirect("hypervisor_policy", name=name)
     elif not may_set_limits(request.user):
-        _deny()
+        deny("hosts.change_hypervisor", "Setting a host's copy limits")
     return render(
         request,
         "blockmig/hypervisor_policy.html",

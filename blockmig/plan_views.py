@@ -28,14 +28,10 @@ from blockmig.plan_forms import EvacuateForm, PlanWindowForm
 from blockmig.plan_rules import window_problem
 from blockmig.plan_states import PlanState, plan_may
 from hosts.models import Hypervisor
-from hosts.roles import ROLE_FOR
+from hosts.roles import deny
 
 PLANS_PER_PAGE = 25
 FRAGMENTS = {"plan_status", "plan_actions", "plan_disks", "plan_timeline"}
-
-
-def _deny(perm: str, doing: str):
-    raise PermissionDenied(f"{doing} needs the {ROLE_FOR.get(perm, 'right')} role.")
 
 
 @dataclass(frozen=True)
@@ -99,7 +95,7 @@ def plan_new(request: HttpRequest, name: str) -> HttpResponse:
     """*Evacuate* from a host's page: ?root=<dir> preselects a directory, ?domain=<uuid>
     (repeatable) chosen domains, ?kind=host the whole host."""
     if not request.user.has_perm("blockmig.add_plan"):
-        _deny("blockmig.add_plan", "Building an evacuation plan")
+        deny("blockmig.add_plan", "Building an evacuation plan")
     hypervisor = get_object_or_404(Hypervisor, name=name)
     directories = plan_selectors.disk_directories(hypervisor)
     initial: dict[str, object] = {}
@@ -130,7 +126,7 @@ def plan_new(request: HttpRequest, name: str) -> HttpResponse:
 
 def plan_list(request: HttpRequest) -> HttpResponse:
     if not request.user.has_perm("blockmig.view_plan"):
-        _deny("blockmig.view_plan", "Seeing evacuation plans")
+        deny("blockmig.view_plan", "Seeing evacuation plans")
     state = request.GET.get("state", "")
     if state not in PlanState.values:
         state = ""
@@ -150,7 +146,7 @@ def plan_list(request: HttpRequest) -> HttpResponse:
 
 def plan_detail(request: HttpRequest, pk: int) -> HttpResponse:
     if not request.user.has_perm("blockmig.view_plan"):
-        _deny("blockmig.view_plan", "Seeing evacuation plans")
+        deny("blockmig.view_plan", "Seeing evacuation plans")
     try:
         plan = plan_selectors.plan_for_page(pk)
     except Plan.DoesNotExist:
@@ -220,7 +216,7 @@ def plan_window(request: HttpRequest, pk: int) -> HttpResponse:
     perm = "blockmig.change_plan" if plan.state == PlanState.DRAFT else "blockmig.approve_plan"
     if not form.is_valid():
         if not request.user.has_perm(perm):
-            _deny(perm, "Changing the plan's window")
+            deny(perm, "Changing the plan's window")
         messages.error(request, "Fix the window: " + " ".join(str(m) for ms in form.errors.values() for m in ms))
         return redirect("plan_detail", pk=pk)
     start, end = form.cleaned_data.get("window_start"), form.cleaned_data.get("window_end")

@@ -49,7 +49,7 @@ from blockmig.preflight.nbd import is_network_destination
 from blockmig.states import State
 from hosts import selectors as host_selectors
 from hosts.models import Disk, Domain, Hypervisor
-from hosts.roles import ROLE_FOR
+from hosts.roles import deny
 from hosts.views import permission_required, wants_fragment
 
 MIGRATIONS_PER_PAGE = 25
@@ -58,12 +58,6 @@ FRAGMENTS = {"migration_status", "migration_actions", "migration_timeline", "mig
 EXPORT_TYPES = {"csv": "text/csv; charset=utf-8", "json": "application/json"}
 # Disks that hold no guest data worth moving (install media, floppies): preflight's rule.
 NOT_MIGRATABLE_DEVICES = set(preflight_host.NOT_MIGRATABLE_DEVICES)
-
-
-def _deny(perm: str, doing: str):
-    """403 through the site's 403 page, saying which role would have been enough."""
-    role = ROLE_FOR.get(perm, "right")
-    raise PermissionDenied(f"{doing} needs the {role} role.")
 
 
 # ---- which actions a user may use -----------------------------------------------------
@@ -141,7 +135,7 @@ def migration_context(migration: Migration, user) -> dict:
 
 def migration_new_disk(request: HttpRequest, name: str, uuid: str, target: str) -> HttpResponse:
     if not request.user.has_perm("blockmig.add_migration"):
-        _deny("blockmig.add_migration", "Starting a migration")
+        deny("blockmig.add_migration", "Starting a migration")
     hypervisor = get_object_or_404(Hypervisor, name=name)
     domain = get_object_or_404(Domain, hypervisor=hypervisor, uuid=uuid)
     disk = get_object_or_404(Disk.objects.prefetch_related("layers"), domain=domain, target=target)
@@ -150,7 +144,7 @@ def migration_new_disk(request: HttpRequest, name: str, uuid: str, target: str) 
 
 def migration_new_domain(request: HttpRequest, name: str, uuid: str) -> HttpResponse:
     if not request.user.has_perm("blockmig.add_migration"):
-        _deny("blockmig.add_migration", "Starting a migration")
+        deny("blockmig.add_migration", "Starting a migration")
     hypervisor = get_object_or_404(Hypervisor, name=name)
     domain = get_object_or_404(Domain, hypervisor=hypervisor, uuid=uuid)
     all_disks = list(domain.disks.prefetch_related("layers"))
@@ -218,7 +212,7 @@ def _request_page(request, hypervisor, domain, disks, *, single: bool, skipped=(
 
 def migration_detail(request: HttpRequest, pk: int) -> HttpResponse:
     if not request.user.has_perm("blockmig.view_migration"):
-        _deny("blockmig.view_migration", "Seeing migrations")
+        deny("blockmig.view_migration", "Seeing migrations")
     try:
         migration = selectors.migration_for_page(pk)
     except Migration.DoesNotExist:
@@ -301,7 +295,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 
 def migration_list(request: HttpRequest) -> HttpResponse:
     if not request.user.has_perm("blockmig.view_migration"):
-        _deny("blockmig.view_migration", "Seeing migrations")
+        deny("blockmig.view_migration", "Seeing migrations")
     state = request.GET.get("state", "")
     if state not in State.values:
         state = ""
@@ -324,7 +318,7 @@ def migration_dashboard_block(request: HttpRequest) -> HttpResponse:
     """The dashboard's migrations block on its own (the dashboard loads it when its view
     did not put `migration_dashboard` in the context; the live console may render it too)."""
     if not request.user.has_perm("blockmig.view_migration"):
-        _deny("blockmig.view_migration", "Seeing migrations")
+        deny("blockmig.view_migration", "Seeing migrations")
     return render(request, "blockmig/_dashboard_migrations.html", {"migration_dashboard": selectors.migration_dashboard()})
 
 
@@ -337,7 +331,7 @@ def hypervisor_policy(request: HttpRequest, name: str) -> HttpResponse:
     if request.method == "POST":
         form = AutoPivotForm(request.POST)
         if not form.is_valid() and not may_set:
-            _deny("hosts.change_hypervisor", "Setting a host's pivot policy")
+            deny("hosts.change_hypervisor", "Setting a host's pivot policy")
         if form.is_valid():
             enabled = form.cleaned_data["auto_pivot"]
             try:
@@ -345,7 +339,7 @@ def hypervisor_policy(request: HttpRequest, name: str) -> HttpResponse:
                 lifecycle.hypervisor_set_auto_pivot(hypervisor=hypervisor, user=request.user, enabled=enabled)
             except Refused as refused:
                 if not may_set:
-                    _deny("hosts.change_hypervisor", "Setting a host's pivot policy")
+                    deny("hosts.change_hypervisor", "Setting a host's pivot policy")
                 messages.error(request, refused.message)
             else:
                 messages.success(
@@ -376,7 +370,7 @@ def hypervisor_policy(request: HttpRequest, name: str) -> HttpResponse:
 
 def audit_list(request: HttpRequest) -> HttpResponseBase:
     if not request.user.has_perm("blockmig.view_auditevent"):
-        _deny("blockmig.view_auditevent", "Reading the audit trail")
+        deny("blockmig.view_auditevent", "Reading the audit trail")
     form = AuditFilterForm(request.GET or None, **selectors.audit_filter_choices())
     filters = form.filters() if form.is_bound else {}
     events = selectors.audit_events(**filters)
@@ -391,7 +385,7 @@ def audit_list(request: HttpRequest) -> HttpResponseBase:
 def audit_export(request: HttpRequest) -> HttpResponseBase:
     """The filtered audit trail as a file: `/audit/export/?format=csv|json&<filters>`."""
     if not request.user.has_perm("blockmig.view_auditevent"):
-        _deny("blockmig.view_auditevent", "Reading the audit trail")
+        deny("blockmig.view_auditevent", "Reading the audit trail")
     form = AuditFilterForm(request.GET or None, **selectors.audit_filter_choices())
     events = selectors.audit_events(**(form.filters() if form.is_bound else {}))
     return _export(request, form, events, request.GET.get("format", "csv"))

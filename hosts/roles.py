@@ -4,7 +4,10 @@ A viewer sees everything and changes nothing; an operator starts and aborts migr
 an approver approves pivots and may abort; an admin manages hypervisors, policies and users.
 """
 
+from typing import NoReturn
+
 from django.contrib.auth.models import AnonymousUser, Group, Permission, User
+from django.core.exceptions import PermissionDenied
 
 VIEW = [
     "hosts.view_hypervisor",
@@ -70,6 +73,16 @@ def least_roles(perm: str) -> list[str]:
 ROLE_FOR: dict[str, str] = {
     perm: " or ".join(least_roles(perm)) for perm in dict.fromkeys(p for perms in ROLE_PERMISSIONS.values() for p in perms)
 }
+
+
+def needs_role(perm: str, doing: str = "This") -> str:
+    """The refusal the pages and the API give: “Seeing migrations needs the viewer role.”"""
+    return f"{doing} needs the {ROLE_FOR.get(perm, 'right')} role."
+
+
+def deny(perm: str, doing: str = "This") -> NoReturn:
+    """403 through the site's 403 page, naming the role that would have been enough."""
+    raise PermissionDenied(needs_role(perm, doing))
 
 
 def setup_roles() -> None:

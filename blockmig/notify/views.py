@@ -3,10 +3,7 @@ Thin: reads from blockmig.notify.selectors, writes through blockmig.notify.endpo
 
 from __future__ import annotations
 
-from typing import NoReturn
-
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -16,14 +13,10 @@ from django.views.decorators.http import require_POST
 from blockmig.notify import endpoints, selectors
 from blockmig.notify.forms import DeliveryFilterForm, WebhookEndpointForm
 from blockmig.notify.models import Delivery, WebhookEndpoint
-from hosts.roles import ROLE_FOR
+from hosts.roles import deny
 from hosts.views import permission_required
 
 DELIVERIES_PER_PAGE = 50
-
-
-def _deny(perm: str) -> NoReturn:
-    raise PermissionDenied(f"This needs the {ROLE_FOR.get(perm, 'admin')} role.")
 
 
 @permission_required("notify.view_delivery")
@@ -68,7 +61,7 @@ def webhooks(request: HttpRequest) -> HttpResponse:
     may_add = request.user.has_perm("notify.add_webhookendpoint")
     if request.method == "POST":
         if not may_add:
-            _deny("notify.add_webhookendpoint")
+            deny("notify.add_webhookendpoint")
         form = WebhookEndpointForm(request.POST)
         if form.is_valid():
             endpoint = endpoints.webhook_create(user=request.user, **form.cleaned_data)
@@ -89,7 +82,7 @@ def webhook(request: HttpRequest, pk: int) -> HttpResponse:
     may_change = request.user.has_perm("notify.change_webhookendpoint")
     if request.method == "POST":
         if not may_change:
-            _deny("notify.change_webhookendpoint")
+            deny("notify.change_webhookendpoint")
         form = WebhookEndpointForm(request.POST, endpoint=endpoint)
         if form.is_valid():
             endpoints.webhook_update(user=request.user, endpoint=endpoint, **form.cleaned_data)

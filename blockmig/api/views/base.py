@@ -17,18 +17,13 @@ from rest_framework.views import APIView
 from blockmig.api import serializers as s
 from blockmig.api.auth import via_of
 from blockmig.audit import AUDIT_VIA
-from hosts.roles import ROLE_FOR
+from hosts.roles import needs_role
 
 ERRORS = {400: s.ErrorSerializer, 401: s.ErrorSerializer, 403: s.ErrorSerializer, 404: s.ErrorSerializer}
 ACTION_ERRORS = {**ERRORS, 409: s.ErrorSerializer, 422: s.ErrorSerializer}
 IDEMPOTENCY = OpenApiParameter(
     "Idempotency-Key", OpenApiTypes.STR, OpenApiParameter.HEADER, description="Carry the request out once per key (per user)."
 )
-
-
-def needs(perm: str, doing: str) -> str:
-    """The 403 message the pages give: “Seeing migrations needs the viewer role.”"""
-    return f"{doing} needs the {ROLE_FOR.get(perm, 'right')} role."
 
 
 class HasRole(permissions.BasePermission):
@@ -40,7 +35,7 @@ class HasRole(permissions.BasePermission):
             return perm is None
         if request.user.has_perm(perm):
             return True
-        self.message = needs(perm, view.doing)
+        self.message = needs_role(perm, view.doing)
         return False
 
 
