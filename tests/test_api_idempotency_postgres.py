@@ -11,19 +11,11 @@ import sys
 import uuid
 from pathlib import Path
 
-import psycopg
 from django.conf import settings
 
+from tests.postgres import PG_SERVER, ensure_postgres
+
 REPO = Path(__file__).resolve().parents[1]
-PG_SERVER = "postgres://postgres@127.0.0.1:5439"
-
-
-def ensure_postgres() -> None:
-    """The private cluster `make test` starts (`make postgres`); started here if it is not up."""
-    try:
-        psycopg.connect(f"{PG_SERVER}/postgres", connect_timeout=3).close()
-    except psycopg.OperationalError:
-        subprocess.run(["make", "-s", "postgres"], cwd=REPO, check=True)
 
 
 def test_idempotency_holds_on_postgresql(tmp_path):

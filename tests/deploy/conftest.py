@@ -36,11 +36,10 @@ import redis
 from django.conf import settings
 
 from tests.pids import pid_alive
+from tests.postgres import PG_PORT, PG_SERVER, ensure_postgres
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent  # the venv's bin: python, daphne
-PG_PORT = 5439
-PG_SERVER = f"postgres://postgres@127.0.0.1:{PG_PORT}"
 LOG_ROOT = Path("/var/tmp")
 # Short leases so a takeover after kill -9 happens within seconds (production: 6 s / 1.5 s / 1 s).
 LEASES = {"BLOCKMIG_LEASE_SECONDS": "3", "BLOCKMIG_HEARTBEAT_SECONDS": "1", "BLOCKMIG_POLL_SECONDS": "1"}
@@ -52,13 +51,6 @@ START_TIMEOUT = 60.0
 
 def _admin_connection() -> psycopg.Connection:
     return psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True, connect_timeout=3)
-
-
-def ensure_postgres() -> None:
-    try:
-        _admin_connection().close()
-    except psycopg.OperationalError:
-        subprocess.run(["make", "-s", "postgres"], cwd=REPO, check=True)
 
 
 def ensure_redis() -> None:
