@@ -15,27 +15,12 @@ SQLite database in a temp dir unless DATABASE_URL names another; never touches v
 from __future__ import annotations
 
 import argparse
-import atexit
-import os
-import secrets
-import shutil
-import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-os.environ["BLOCKMIG_VAR_DIR"] = tempfile.mkdtemp(prefix="blockmig-bench-fleet-")
-os.environ.setdefault("DJANGO_SECRET_KEY", secrets.token_urlsafe(50))  # a throwaway site's own key
-atexit.register(shutil.rmtree, os.environ["BLOCKMIG_VAR_DIR"], ignore_errors=True)
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "blockmig.settings")
-os.environ.setdefault("BLOCKMIG_LOG_LEVEL", "ERROR")
+from throwaway import throwaway_site  # noqa: E402  (bench/throwaway.py, beside this script)
 
-import django  # noqa: E402
-
-django.setup()
+throwaway_site("blockmig-bench-fleet-")
 
 # The baseline must be libvirt itself, so (only) benchmarks import it beside the adapter.
 import libvirt  # noqa: E402

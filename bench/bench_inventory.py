@@ -15,27 +15,13 @@ Uses a throwaway SQLite database in a temp dir; never touches var/.
 from __future__ import annotations
 
 import argparse
-import atexit
-import os
-import secrets
-import shutil
 import statistics
-import sys
-import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-os.environ["BLOCKMIG_VAR_DIR"] = tempfile.mkdtemp(prefix="blockmig-bench-")
-os.environ.setdefault("DJANGO_SECRET_KEY", secrets.token_urlsafe(50))  # a throwaway site's own key
-atexit.register(shutil.rmtree, os.environ["BLOCKMIG_VAR_DIR"], ignore_errors=True)
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "blockmig.settings")
-os.environ.setdefault("BLOCKMIG_LOG_LEVEL", "ERROR")
+from throwaway import throwaway_site  # noqa: E402  (bench/throwaway.py, beside this script)
 
-import django  # noqa: E402
-
-django.setup()
+throwaway_site("blockmig-bench-")
 
 # The baseline must be libvirt itself, so (only) this benchmark imports it beside the adapter.
 import libvirt  # noqa: E402
