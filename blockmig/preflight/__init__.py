@@ -16,10 +16,6 @@ from typing import TYPE_CHECKING
 
 from blockmig.errors import Refused
 from blockmig.preflight.host import check_on_host
-
-# Until blockmig/api/views.py, being split into a package this session, lands in its new
-# home (which imports it from preflight.options): then this line goes.
-from blockmig.preflight.options import check_bandwidth  # noqa: F401
 from blockmig.preflight.records import DiskRequest, Plan
 from blockmig.preflight.shape import check_request_shape
 from hosts.adapter import ConnectFailure, LibvirtFailure, open_block_jobs
