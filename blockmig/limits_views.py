@@ -1,4 +1,4 @@
-"""Saving a host's copy limits from its policy page (the page itself is views.hypervisor_policy)."""
+"""Saving a host's copy limits from its policy page (the page itself is blockmig.views.pivot_policy.hypervisor_policy)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from blockmig.errors import Refused
-from blockmig.forms import AutoPivotForm
+from blockmig.forms.pivot_policy import AutoPivotForm
 from blockmig.limits import hypervisor_set_limits, may_set_limits
 from blockmig.limits_form import CopyLimitsForm
 from hosts.models import Hypervisor

@@ -13,7 +13,7 @@ import posixpath
 from django import forms
 from django.utils import timezone
 
-from blockmig.forms import storage_roots
+from blockmig.forms.storage import storage_roots
 from blockmig.models import Migration, Plan
 
 DATETIME_FORMATS = ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M"]

@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from blockmig import limits, progress
 from blockmig.audit import EventType, event_label
-from blockmig.forms import SYSTEM_ACTOR
+from blockmig.forms.audit_filter import SYSTEM_ACTOR
 from blockmig.models import AuditEvent, Migration, MigrationDisk
 from blockmig.states import ACTIVE_STATES, TERMINAL_STATES, State
 from hosts.models import Hypervisor

@@ -5,7 +5,8 @@ import pytest
 from django.urls import reverse
 
 from blockmig import lifecycle
-from blockmig.forms import MigrationRequestForm, check_destination, suggested_destination
+from blockmig.forms.field_errors import check_destination
+from blockmig.forms.migration_request import MigrationRequestForm, suggested_destination
 from blockmig.models import AuditEvent, Migration
 from hosts.models import ChainLayer, Disk, Domain, Hypervisor
 from hosts.testnode import FakeDomain, node_uri, node_xml

@@ -144,7 +144,7 @@ def test_htmx_request_gets_only_the_named_fragment(client_for, make):
 
 
 def test_fragment_renders_standalone_from_migration_context(make, users):
-    from blockmig.views import migration_context
+    from blockmig.views.migration import migration_context
 
     m = make(State.READY)
     request = RequestFactory().get("/")

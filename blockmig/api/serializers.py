@@ -15,7 +15,7 @@ from blockmig.api.models import ApiToken
 from blockmig.audit import event_label
 from blockmig.models import AuditEvent, Migration, MigrationDisk
 from blockmig.states import State
-from blockmig.views import available_actions
+from blockmig.views.actions import available_actions
 from hosts.models import ChainLayer, Disk, Domain, Hypervisor
 
 

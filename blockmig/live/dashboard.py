@@ -1,7 +1,7 @@
 """The dashboard's socket, /ws/dashboard/: the migrations block (awaiting approval with the
 count, active, recent) with every frame; the header's totals and the host cards (health,
 last good sync, error) with a catch-up and after a sync of any host. Rendered from the
-dashboard view's own selectors (blockmig.views.dashboard) into templates/live/."""
+dashboard view's own selectors (blockmig.views.dashboard.dashboard) into templates/live/."""
 
 from __future__ import annotations
 

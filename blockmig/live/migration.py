@@ -1,17 +1,18 @@
 """The migration page's socket, /ws/migrations/<id>/: status with the progress bar, actions,
 timeline and disks, the page's own `{% partialdef %}` fragments
 (templates/blockmig/migration_detail.html), rendered from the view's context builder
-(blockmig.views.migration_context), so a pushed fragment is what a reload would show."""
+(blockmig.views.migration.migration_context), so a pushed fragment is what a reload would show."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from blockmig import selectors, views
+from blockmig import selectors
 from blockmig.live import frames, publish
 from blockmig.live.cache import Shared
 from blockmig.live.consumer import LiveConsumer
 from blockmig.models import Migration
+from blockmig.views.migration import migration_context
 
 FRAGMENTS = ("migration_status", "migration_actions", "migration_timeline", "migration_disks")
 
@@ -24,7 +25,7 @@ def migration_page(request: Any, migration_id: int, shared: Shared) -> str | Non
     disks and timeline renders, which depend only on the migration and the time zone. The
     actions fragment is what differs between audiences: it is shared between users who are
     offered the same actions. Anything that depends on the user must stay in
-    `migration_actions`, and follow from `views.available_actions`."""
+    `migration_actions`, and follow from `blockmig.views.actions.available_actions`."""
 
     def load() -> Migration | None:
         try:
@@ -35,7 +36,7 @@ def migration_page(request: Any, migration_id: int, shared: Shared) -> str | Non
     migration = shared.get(("migration",), load)
     if migration is None:
         return None
-    context = views.migration_context(migration, request.user)
+    context = migration_context(migration, request.user)
     actions = context["actions"]
 
     def fragment(name: str) -> str:

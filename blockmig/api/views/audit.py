@@ -11,7 +11,7 @@ from blockmig import selectors
 from blockmig.api import serializers as s
 from blockmig.api.errors import ApiError
 from blockmig.api.views.base import ApiView, first_message
-from blockmig.forms import AuditFilterForm
+from blockmig.forms.audit_filter import AuditFilterForm
 from blockmig.states import State
 
 

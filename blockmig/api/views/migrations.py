@@ -20,7 +20,7 @@ from blockmig.api.idempotency import run_once
 from blockmig.api.views.base import ACTION_ERRORS, ERRORS, IDEMPOTENCY, ApiView, Pages, first_message
 from blockmig.api.views.inventory import find_domain, find_hypervisor
 from blockmig.errors import Refused
-from blockmig.forms import MigrationRequestForm
+from blockmig.forms.migration_request import MigrationRequestForm
 from blockmig.models import Migration
 from blockmig.preflight.options import check_bandwidth
 from blockmig.states import State

@@ -1,5 +1,4 @@
-"""Forms for requesting a migration, changing its bandwidth, the host policy, and
-filtering the audit trail.
+"""The form for requesting a migration.
 
 The request form refuses what it can tell without libvirt (path shape, roots, numbers,
 format vs mode) as field errors, with preflight's rules and messages (each rule lives there); everything that needs the host is preflight's job in
@@ -10,15 +9,13 @@ same field names used here (the lifecycle's keyword names).
 from __future__ import annotations
 
 import posixpath
-import shutil
-from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
 from django import forms
 
-from blockmig.audit import event_label
-from blockmig.errors import Refused
+from blockmig.forms.bandwidth import BANDWIDTH_ERRORS
+from blockmig.forms.field_errors import as_field_error, check_destination
 from blockmig.preflight.options import (
     MAX_BANDWIDTH_MIB,
     MAX_GRANULARITY,
@@ -27,78 +24,6 @@ from blockmig.preflight.options import (
     check_buf_size,
     check_granularity,
 )
-from blockmig.preflight.shape import check_destination_shape
-from blockmig.progress import format_bytes
-from blockmig.states import State
-from hosts.adapter import ConnectFailure, LibvirtFailure, open_block_jobs
-from hosts.records import BlockPool
-
-LOCAL_URI = "qemu:///system"
-
-BANDWIDTH_ERRORS = {
-    "invalid": "Bandwidth must be a whole number of MiB/s (0 = unlimited).",
-    "required": "Give a bandwidth limit in MiB/s (0 = unlimited).",
-}
-
-
-@dataclass(frozen=True)
-class Root:
-    """An allowed storage root of a hypervisor and, where it can be told, its free space."""
-
-    path: str
-    free: int | None
-    why_unknown: str = ""
-
-    @property
-    def free_text(self) -> str:
-        if self.free is None:
-            return f"free space unknown{f' ({self.why_unknown})' if self.why_unknown else ''}"
-        return f"{format_bytes(self.free)} free"
-
-
-def storage_roots(hypervisor) -> list[Root]:
-    """The hypervisor's allowed roots. Free space only for the local system QEMU, whose
-    files are this machine's files; a remote host's disks are not ours to stat."""
-    roots = []
-    for path in hypervisor.allowed_roots or []:
-        if hypervisor.uri != LOCAL_URI:
-            roots.append(Root(path, None, "remote host"))
-            continue
-        try:
-            roots.append(Root(path, shutil.disk_usage(path).free))
-        except OSError:
-            roots.append(Root(path, None, "directory not found"))
-    return roots
-
-
-@dataclass(frozen=True)
-class OfferedPool:
-    """A libvirt pool of block devices (a volume group for `logical`), as the form offers it:
-    its volumes are destinations only where its directory is an allowed root."""
-
-    pool: BlockPool
-    allowed: bool
-
-    @property
-    def free_text(self) -> str:
-        return f"{format_bytes(self.pool.available)} free of {format_bytes(self.pool.capacity)}"
-
-
-BLOCK_STORAGE_TIMEOUT = 3.0  # seconds the request page waits for the host's pools
-
-
-def block_storage(hypervisor) -> tuple[list[OfferedPool], str]:
-    """The host's block-device pools for the request form, and why none could be read ("")
-    when the host did not answer. Pools outside the allowed roots are listed, marked."""
-    if not hypervisor.enabled:
-        return [], ""
-    try:
-        with open_block_jobs(hypervisor.uri, BLOCK_STORAGE_TIMEOUT) as host:
-            pools = host.block_pools()
-    except (ConnectFailure, LibvirtFailure) as problem:
-        return [], str(problem)
-    roots = [posixpath.normpath(r) for r in hypervisor.allowed_roots or []]
-    return [OfferedPool(pool, posixpath.normpath(pool.target) in roots) for pool in pools], ""
 
 
 def suggested_destination(roots: list[str], source: str) -> str:
@@ -107,20 +32,6 @@ def suggested_destination(roots: list[str], source: str) -> str:
         return ""
     stem = PurePosixPath(source).stem if source else "disk"
     return posixpath.join(roots[0], f"{stem}-copy.qcow2")
-
-
-def check_destination(path: str, roots: list[str], source: str = "") -> str:
-    """Return the normalised destination, or raise ValidationError with preflight's message."""
-    return _as_field_error(check_destination_shape, path, roots, source)
-
-
-def _as_field_error(rule, *args):
-    """Run one of preflight's rules (the one place each lives) and show its refusal as a
-    field error."""
-    try:
-        return rule(*args)
-    except Refused as refused:
-        raise forms.ValidationError(refused.message, code=refused.field or "invalid") from None
 
 
 class MigrationRequestForm(forms.Form):
@@ -237,16 +148,16 @@ class MigrationRequestForm(forms.Form):
 
     def clean_granularity(self):
         value = self.cleaned_data.get("granularity")
-        _as_field_error(check_granularity, value)
+        as_field_error(check_granularity, value)
         return value
 
     def clean_buf_size(self):
         value = self.cleaned_data.get("buf_size")
-        _as_field_error(check_buf_size, value)
+        as_field_error(check_buf_size, value)
         return value
 
     def clean_bandwidth_mib(self):
-        return _as_field_error(check_bandwidth, self.cleaned_data.get("bandwidth_mib"))
+        return as_field_error(check_bandwidth, self.cleaned_data.get("bandwidth_mib"))
 
     def clean(self) -> dict[str, Any]:
         super().clean()
@@ -319,87 +230,3 @@ class MigrationRequestForm(forms.Form):
         if field == "disk" or field == "target":
             field = None
         self.add_error(field if field in self.fields else None, message)
-
-
-class BandwidthForm(forms.Form):
-    bandwidth_mib = forms.IntegerField(
-        label="Bandwidth limit (MiB/s)",
-        error_messages=BANDWIDTH_ERRORS,
-        help_text="0 = unlimited.",
-        widget=forms.NumberInput(attrs={"min": 0, "max": MAX_BANDWIDTH_MIB, "step": 1, "inputmode": "numeric"}),
-    )
-
-    def clean_bandwidth_mib(self):
-        return _as_field_error(check_bandwidth, self.cleaned_data.get("bandwidth_mib"))
-
-
-class AutoPivotForm(forms.Form):
-    auto_pivot = forms.BooleanField(
-        label="Pivot automatically when the mirror is ready",
-        required=False,
-        help_text="Skips the second person's approval on this host. Every change is audited.",
-    )
-
-
-SYSTEM_ACTOR = "-"
-
-
-class AuditFilterForm(forms.Form):
-    """Filters for the audit trail. Times are read in the user's zone (the active one)."""
-
-    # Selects whose values are not checked against the list: a link to a host or user
-    # with no events yet narrows to nothing instead of failing.
-    host = forms.CharField(required=False, label="Host", widget=forms.Select)
-    domain = forms.CharField(required=False, label="Domain", help_text="Part of the name.")
-    user = forms.CharField(required=False, label="User", widget=forms.Select)
-    state = forms.ChoiceField(required=False, label="To state", choices=[("", "any")] + [(s.value, s.label) for s in State])
-    event_type = forms.CharField(required=False, label="Event", widget=forms.Select)
-    migration = forms.IntegerField(required=False, min_value=1, label="Migration #")
-    since = forms.DateTimeField(
-        required=False,
-        label="From",
-        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
-        input_formats=["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d"],
-    )
-    until = forms.DateTimeField(
-        required=False,
-        label="To",
-        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
-        input_formats=["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d"],
-    )
-
-    def __init__(self, *args, hosts=(), users=(), event_types=(), **kwargs):
-        kwargs.setdefault("label_suffix", "")
-        super().__init__(*args, **kwargs)
-        hosts, users, event_types = (self._with_asked(name, values) for name, values in
-                                     (("host", hosts), ("user", users), ("event_type", event_types)))  # fmt: skip
-        self.fields["host"].widget.choices = [("", "any")] + [(h, h) for h in hosts]
-        self.fields["user"].widget.choices = (
-            [("", "anyone")] + [(u, u) for u in users if u != SYSTEM_ACTOR] + [(SYSTEM_ACTOR, "(system — no user)")]
-        )
-        self.fields["event_type"].widget.choices = [("", "any")] + [
-            (t, event_label(t)) for t in sorted(event_types, key=event_label)
-        ]
-
-    def _with_asked(self, name: str, values) -> list[str]:
-        """The offered values plus the one asked for, so the select shows what filters the
-        list even for a host or user that is gone."""
-        values = list(values)
-        asked = self.data.get(name, "") if self.is_bound else ""
-        if asked and asked not in values:
-            values.append(asked)
-        return values
-
-    def clean(self) -> dict[str, Any]:
-        super().clean()
-        cleaned = self.cleaned_data
-        since, until = cleaned.get("since"), cleaned.get("until")
-        if since and until and since > until:
-            self.add_error("until", "“To” is before “From”.")
-        return cleaned
-
-    def filters(self) -> dict:
-        """The valid, non-empty filters as `selectors.audit_events` takes them (an invalid
-        one is reported beside its field and left out)."""
-        self.is_valid()
-        return {k: v for k, v in self.cleaned_data.items() if v not in (None, "")}
