@@ -20,13 +20,13 @@ from django.utils import timezone
 
 from blockmig import limits, progress
 from blockmig.audit import EventType, event_label
-from blockmig.forms.audit_filter import SYSTEM_ACTOR
 from blockmig.models import AuditEvent, Migration, MigrationDisk
 from blockmig.states import ACTIVE_STATES, TERMINAL_STATES, State
 from hosts.models import Hypervisor
 
 EXPORT_CHUNK = 2000
 RECENT_DAYS = 7
+SYSTEM_ACTOR = "-"  # how the audit filter names events no user caused (the page, export and API)
 
 
 # ---- migrations -------------------------------------------------------------------

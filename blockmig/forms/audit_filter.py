@@ -1,6 +1,4 @@
-"""Filters for the audit trail, shared by the page, its export and the API; `SYSTEM_ACTOR`
-is how the filter names events no user caused (the selectors read it too).
-"""
+"""Filters for the audit trail, shared by the page, its export and the API."""
 
 from __future__ import annotations
 
@@ -9,9 +7,8 @@ from typing import Any
 from django import forms
 
 from blockmig.audit import event_label
+from blockmig.selectors import SYSTEM_ACTOR
 from blockmig.states import State
-
-SYSTEM_ACTOR = "-"
 
 
 class AuditFilterForm(forms.Form):
