@@ -1,4 +1,4 @@
-"""Inventory pages. Thin: reads come from hosts.selectors, layout from hosts.chain_picture,
+"""Inventory pages. Thin: reads come from hosts.selectors, layout from hosts.chain_picture.layout,
 writes from hosts.sync and the hypervisor form."""
 
 from collections.abc import Callable
@@ -14,7 +14,7 @@ from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from hosts import hooks, selectors
-from hosts.chain_picture import picture_for_disk
+from hosts.chain_picture.layout import picture_for_disk
 from hosts.forms import HypervisorForm
 from hosts.models import Disk, Hypervisor
 from hosts.roles import roles_with
