@@ -19,7 +19,7 @@ from hosts.forms import HypervisorForm
 from hosts.models import Disk, Hypervisor
 from hosts.roles import roles_with
 from hosts.signals import announce_hypervisor_added, announce_hypervisor_edited
-from hosts.sync import hypervisor_sync
+from hosts.sync.hypervisor import hypervisor_sync
 
 DOMAINS_PER_PAGE = 50
 # The small chain pictures on the domain page fold long chains into a "more layers" box.
