@@ -27,7 +27,7 @@ import libvirt  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 
 from hosts.models import Domain, Hypervisor  # noqa: E402
-from hosts.sync import fleet_sync  # noqa: E402
+from hosts.sync.fleet import fleet_sync  # noqa: E402
 from hosts.testnode import node_uri, write_node  # noqa: E402
 from hosts.uris import node_file_dir  # noqa: E402
 

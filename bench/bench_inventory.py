@@ -33,7 +33,7 @@ from django.test.utils import CaptureQueriesContext  # noqa: E402
 from django.urls import NoReverseMatch, reverse  # noqa: E402
 
 from hosts.models import Hypervisor  # noqa: E402
-from hosts.sync import hypervisor_sync  # noqa: E402
+from hosts.sync.hypervisor import hypervisor_sync  # noqa: E402
 from hosts.testnode import node_uri, write_node  # noqa: E402
 from hosts.uris import node_file_dir  # noqa: E402
 

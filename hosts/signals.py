@@ -79,7 +79,7 @@ sync_finished = Signal()
 
 
 class SyncOutcome(Protocol):
-    """What sync_finished reports of a sync's result (hosts.sync.SyncResult)."""
+    """What sync_finished reports of a sync's result (hosts.sync.hypervisor.SyncResult)."""
 
     @property
     def ok(self) -> bool: ...

@@ -1,4 +1,4 @@
-"""Inventory pages. Thin: reads come from hosts.selectors, layout from hosts.chain_picture,
+"""Inventory pages. Thin: reads come from hosts.selectors, layout from hosts.chain_picture.layout,
 writes from hosts.sync and the hypervisor form."""
 
 from collections.abc import Callable
@@ -14,12 +14,12 @@ from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from hosts import hooks, selectors
-from hosts.chain_picture import picture_for_disk
+from hosts.chain_picture.layout import picture_for_disk
 from hosts.forms import HypervisorForm
 from hosts.models import Disk, Hypervisor
 from hosts.roles import roles_with
 from hosts.signals import announce_hypervisor_added, announce_hypervisor_edited
-from hosts.sync import hypervisor_sync
+from hosts.sync.hypervisor import hypervisor_sync
 
 DOMAINS_PER_PAGE = 50
 # The small chain pictures on the domain page fold long chains into a "more layers" box.

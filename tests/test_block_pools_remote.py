@@ -15,7 +15,7 @@ from blockmig.preflight.block import check_block_destination
 from blockmig.preflight.kinds import destination_kind
 from hosts.adapter import open_block_jobs
 from hosts.models import Hypervisor
-from hosts.sync import hypervisor_sync
+from hosts.sync.hypervisor import hypervisor_sync
 from hosts.testnode import node_uri
 
 GiB = 1024**3

@@ -6,7 +6,9 @@ from html.parser import HTMLParser
 import pytest
 from django.urls import reverse
 
-from hosts.chain_picture import COMPACT_AFTER, ellipsize, human_bytes, layout, shorten_names
+from hosts.chain_picture.layout import layout
+from hosts.chain_picture.shapes import COMPACT_AFTER
+from hosts.chain_picture.text import ellipsize, human_bytes, shorten_names
 from hosts.models import ChainLayer, Disk, Domain, Hypervisor
 from hosts.records import BlockJobInfo
 from hosts.records import ChainLayer as Layer

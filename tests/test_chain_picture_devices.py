@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from hosts.chain_picture import layout, medium_of
+from hosts.chain_picture.jobs_and_media import medium_of
+from hosts.chain_picture.layout import layout
 from hosts.models import ChainLayer, Disk, Domain, Hypervisor
 from hosts.records import BlockJobInfo
 from hosts.records import ChainLayer as Layer

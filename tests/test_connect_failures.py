@@ -15,7 +15,7 @@ import pytest
 
 from hosts.adapter import ConnectFailure, HostConnection
 from hosts.models import Disk, Domain, Hypervisor
-from hosts.sync import hypervisor_sync
+from hosts.sync.hypervisor import hypervisor_sync
 from hosts.testnode import node_uri, write_node
 
 LIBVIRTD = shutil.which("libvirtd") or "/usr/sbin/libvirtd"

@@ -328,7 +328,7 @@ async def test_dashboard_host_card_redrawn_after_sync(seed, people):
 
     error = "Cannot reach qemu:///system: Connection refused."
 
-    def sync_failed():  # what hosts.sync._record_failure commits, then publishes
+    def sync_failed():  # what hosts.sync.hypervisor._record_failure commits, then publishes
         Hypervisor.objects.filter(pk=host.pk).update(last_sync_error=error, last_sync_attempt_at=timezone.now())
         publish.inventory_changed(host.pk)
 

@@ -19,7 +19,8 @@ import pytest
 
 from hosts.adapter import ConnectFailure, HostConnection, hung_opens
 from hosts.models import Domain, Hypervisor
-from hosts.sync import SyncResult, fleet_sync
+from hosts.sync.fleet import fleet_sync
+from hosts.sync.hypervisor import SyncResult
 from hosts.testnode import node_uri, write_node
 
 HOSTS = 100

@@ -9,7 +9,7 @@ from blockmig.errors import Refused
 from blockmig.lifecycle import DiskRequest, hypervisor_set_auto_pivot, migration_request
 from blockmig.models import AuditEvent, Migration
 from hosts.models import Domain, Hypervisor
-from hosts.sync import hypervisor_sync
+from hosts.sync.hypervisor import hypervisor_sync
 from hosts.testnode import node_uri, write_node
 
 

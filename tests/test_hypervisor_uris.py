@@ -11,7 +11,7 @@ from django.urls import reverse
 
 from hosts.adapter import ConnectFailure, HostConnection, opening
 from hosts.models import Domain, Hypervisor
-from hosts.sync import hypervisor_sync
+from hosts.sync.hypervisor import hypervisor_sync
 from hosts.testnode import node_uri, write_node
 from hosts.uris import UnsafeURI, parse_uri, uri_problem
 

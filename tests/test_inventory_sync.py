@@ -9,7 +9,7 @@ from django.urls import reverse
 
 from hosts.adapter import HostConnection
 from hosts.models import ChainLayer, Disk, Domain, Hypervisor
-from hosts.sync import hypervisor_sync
+from hosts.sync.hypervisor import hypervisor_sync
 from hosts.testnode import fake_domain, fake_uuid, node_uri, write_node
 
 pytestmark = pytest.mark.django_db

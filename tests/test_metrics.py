@@ -25,7 +25,7 @@ from blockmig.models import AuditEvent, Migration
 from blockmig.notify.models import Delivery, Notification
 from blockmig.states import State
 from hosts.models import Hypervisor
-from hosts.sync import hypervisor_sync
+from hosts.sync.hypervisor import hypervisor_sync
 
 GIB = 1024**3
 

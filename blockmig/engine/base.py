@@ -20,7 +20,7 @@ from blockmig.lifecycle import migration_note, migration_transition
 from blockmig.models import Migration, MigrationDisk
 from blockmig.progress import Sample
 from hosts.adapter import BlockJobHost
-from hosts.sync import hypervisor_sync
+from hosts.sync.hypervisor import hypervisor_sync
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,8 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.timesince import timesince
 
-from hosts.chain_picture import disk_job, human_bytes, job_words
+from hosts.chain_picture.jobs_and_media import disk_job, job_words
+from hosts.chain_picture.text import human_bytes
 from hosts.roles import user_roles
 
 register = template.Library()

@@ -19,7 +19,7 @@ def register_domain(hypervisor_name: str, domain_uuid: str, allowed_root: str) -
     """A hypervisor for qemu:///system whose allowed root is the domain's backups dir, synced
     once so that the domain and disk pages exist."""
     from hosts.models import Disk, Hypervisor
-    from hosts.sync import hypervisor_sync
+    from hosts.sync.hypervisor import hypervisor_sync
 
     hypervisor = Hypervisor.objects.create(name=hypervisor_name, uri="qemu:///system", allowed_roots=[allowed_root])
     hypervisor_sync(hypervisor, force=True)
@@ -73,7 +73,7 @@ def sync_test_host(hypervisor_name: str, domains: list[str]) -> dict:
     from django.conf import settings
 
     from hosts.models import Domain, Hypervisor
-    from hosts.sync import hypervisor_sync
+    from hosts.sync.hypervisor import hypervisor_sync
     from hosts.testnode import FakeDomain, node_uri, node_xml
 
     directory = Path(settings.BLOCKMIG_TEST_DRIVER_DIR)
@@ -101,7 +101,7 @@ def lose_test_host(hypervisor_name: str) -> str:
     from django.conf import settings
 
     from hosts.models import Hypervisor
-    from hosts.sync import hypervisor_sync
+    from hosts.sync.hypervisor import hypervisor_sync
 
     (Path(settings.BLOCKMIG_TEST_DRIVER_DIR) / f"{hypervisor_name}.xml").unlink()
     result = hypervisor_sync(Hypervisor.objects.get(name=hypervisor_name))

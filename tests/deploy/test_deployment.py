@@ -39,7 +39,7 @@ def on_deployment_publish_inventory_change(name: str) -> dict:
     change once its rows are stored, as a worker's or the sync loop's sync does."""
     from blockmig.live import publish
     from hosts.models import Hypervisor
-    from hosts.sync import hypervisor_sync
+    from hosts.sync.hypervisor import hypervisor_sync
 
     hypervisor = Hypervisor.objects.create(name=name, uri="test:///default")
     result = hypervisor_sync(hypervisor, force=True)

@@ -17,7 +17,7 @@ import pytest
 from blockmig.api.tokens import token_create
 from blockmig.models import AuditEvent, Migration
 from hosts.lab.seed import list_files_in_image
-from hosts.sync import hypervisor_sync
+from hosts.sync.hypervisor import hypervisor_sync
 from tests.helpers import wait_for_state, wait_until
 from tests.lab.engine_helpers import chain_paths, make_hypervisor
 

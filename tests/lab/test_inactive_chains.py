@@ -20,7 +20,7 @@ from hosts.inactive_chains import local_images
 from hosts.lab.domains import destroy_and_undefine, virsh
 from hosts.lab.services import SYSTEM_URI, ensure_libvirtd
 from hosts.models import Disk, Domain, Hypervisor
-from hosts.sync import hypervisor_sync
+from hosts.sync.hypervisor import hypervisor_sync
 
 pytestmark = [pytest.mark.lab, pytest.mark.django_db]
 

@@ -11,7 +11,7 @@ import pytest
 
 from hosts.lab.domains import virsh
 from hosts.models import Disk, Domain, Hypervisor
-from hosts.sync import hypervisor_sync
+from hosts.sync.hypervisor import hypervisor_sync
 
 pytestmark = [pytest.mark.lab, pytest.mark.django_db]
 

@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from blockmig.lifecycle import DiskRequest, migration_approve, migration_request
 from blockmig.notify.models import Notification
-from hosts.sync import hypervisor_sync
+from hosts.sync.hypervisor import hypervisor_sync
 from tests.helpers import wait_for_state, wait_until
 from tests.lab.engine_helpers import Disk, copy_seed_chain, make_hypervisor, run
 

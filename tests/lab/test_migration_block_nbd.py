@@ -24,7 +24,7 @@ from blockmig.models import AuditEvent, Migration, MigrationDisk
 from hosts.adapter import open_block_jobs
 from hosts.lab.seed import SEED_SIZE, list_files_in_image
 from hosts.lab.storage import MiB, StorageLab, remove_stale_storage
-from hosts.sync import hypervisor_sync
+from hosts.sync.hypervisor import hypervisor_sync
 from tests.helpers import wait_for_state
 from tests.lab.engine_helpers import URI, make_hypervisor
 from tests.pids import pid_alive

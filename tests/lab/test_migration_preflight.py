@@ -103,7 +103,7 @@ def test_symlinked_destination_file_out_of_allowed_root_refused_with_reuse(domai
 
 def test_destination_that_is_another_domains_disk_refused(domains, people):
     """The other domain's disk sits inside the allowed root and is known to the inventory."""
-    from hosts.sync import hypervisor_sync
+    from hosts.sync.hypervisor import hypervisor_sync
 
     vm = domains.seed()
     other = domains.images("neighbour", [("vda", "qcow2", 16 * MiB, None)])

@@ -8,7 +8,7 @@ from blockmig.lifecycle import DiskRequest, migration_approve, migration_request
 from blockmig.models import AuditEvent
 from hosts.lab.seed import list_files_in_image
 from hosts.models import Disk
-from hosts.sync import hypervisor_sync
+from hosts.sync.hypervisor import hypervisor_sync
 from tests.helpers import wait_for_state
 from tests.lab.engine_helpers import chain_paths, make_hypervisor
 

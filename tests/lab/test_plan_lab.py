@@ -20,7 +20,7 @@ from blockmig.errors import Refused
 from blockmig.models import AuditEvent, Migration, Plan
 from blockmig.plans import plan_approve, plan_build, plan_set_window
 from hosts.lab.seed import list_files_in_image
-from hosts.sync import hypervisor_sync
+from hosts.sync.hypervisor import hypervisor_sync
 from tests.helpers import wait_for_state, wait_until
 from tests.lab.engine_helpers import chain_paths, has_block_job, make_hypervisor
 

@@ -19,7 +19,8 @@ from django.core.management.base import BaseCommand
 from django.db import close_old_connections
 
 from hosts.models import Hypervisor
-from hosts.sync import SyncResult, fleet_sync, hypervisors_to_sync
+from hosts.sync.fleet import fleet_sync, hypervisors_to_sync
+from hosts.sync.hypervisor import SyncResult
 
 logger = logging.getLogger("hosts.sync_loop")
 
