@@ -30,9 +30,10 @@ from django.db import transaction
 from django.db.models import Prefetch
 from django.utils import timezone
 
-from blockmig import lifecycle, limits
+from blockmig import lifecycle
 from blockmig.audit import audit_record
 from blockmig.errors import Refused
+from blockmig.limits.queue_push import queue_changed_on_commit
 from blockmig.models import Migration, MigrationDisk, Plan, PlanDisk
 from blockmig.plan_building import (
     SOURCE_DOMAINS,
@@ -468,7 +469,7 @@ def _pause_or_resume(plan: Plan, user, *, to: str, action: str, event_type: str)
 
 def _queue_changed_on_commit(plan: Plan) -> None:
     """Queued migrations re-read what they wait for (a resumed plan's copies may start)."""
-    limits.queue_changed_on_commit(plan.hypervisor_id)
+    queue_changed_on_commit(plan.hypervisor_id)
 
 
 def plan_pause(*, plan: Plan, user) -> Plan:
