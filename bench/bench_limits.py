@@ -65,8 +65,9 @@ def qcow2_path(name: str) -> str:
 
 def section_app(ctx, label: str, workers: list[WorkerProcess], limited: bool) -> dict:
     """A or B: every guest's disk migrated through blockmig at once; returns the figures."""
-    from blockmig import limits
     from blockmig.lifecycle import DiskRequest, migration_request
+    from blockmig.limits.rules import usage_of
+    from blockmig.limits.setting import hypervisor_set_limits
     from blockmig.models import AuditEvent, Migration
     from blockmig.states import TERMINAL_STATES
     from hosts.models import Hypervisor
@@ -75,14 +76,14 @@ def section_app(ctx, label: str, workers: list[WorkerProcess], limited: bool) ->
     roots = ctx["roots"]
     if limited:
         root_limits = {str(r): {"max_copies": ctx["root_limit"], "bandwidth_mib": 0} for r in roots}
-        limits.hypervisor_set_limits(
+        hypervisor_set_limits(
             hypervisor=host,
             user=ctx["admin"],
             max_copies=ctx["host_limit"],
             roots={r: (v["max_copies"], 0) for r, v in root_limits.items()},
         )
     else:
-        limits.hypervisor_set_limits(hypervisor=host, user=ctx["admin"], max_copies=0, roots={str(r): (0, 0) for r in roots})
+        hypervisor_set_limits(hypervisor=host, user=ctx["admin"], max_copies=0, roots={str(r): (0, 0) for r in roots})
     host.refresh_from_db()
 
     peak = {"host": 0, **{str(r): 0 for r in roots}}
@@ -93,7 +94,7 @@ def section_app(ctx, label: str, workers: list[WorkerProcess], limited: bool) ->
 
         try:
             while not stop.wait(0.05):
-                usage = limits.usage_of(host)
+                usage = usage_of(host)
                 peak["host"] = max(peak["host"], len(usage.running))
                 for r in roots:
                     peak[str(r)] = max(peak[str(r)], sum(1 for c in usage.running if str(r) in c.roots))

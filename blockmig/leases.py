@@ -28,7 +28,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.crypto import get_random_string
 
-from blockmig.limits import startable_queued
+from blockmig.limits.rules import startable_queued
 from blockmig.models import Migration
 from blockmig.states import ACTIVE_STATES, State
 

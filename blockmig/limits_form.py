@@ -1,12 +1,12 @@
 """The copy limits form of a host's policy page: copies at once on the host, and per allowed
 storage root copies at once and a bandwidth total its copies share. The rules (bounds, which
-roots) are checked again by blockmig.limits.hypervisor_set_limits, which decides and audits."""
+roots) are checked again by blockmig.limits.setting.hypervisor_set_limits, which decides and audits."""
 
 from __future__ import annotations
 
 from django import forms
 
-from blockmig.limits import MAX_COPIES_LIMIT
+from blockmig.limits.setting import MAX_COPIES_LIMIT
 from blockmig.preflight.options import MAX_BANDWIDTH_MIB
 from hosts.models import Hypervisor
 

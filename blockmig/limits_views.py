@@ -9,7 +9,7 @@ from django.views.decorators.http import require_POST
 
 from blockmig.errors import Refused
 from blockmig.forms.pivot_policy import AutoPivotForm
-from blockmig.limits import hypervisor_set_limits, may_set_limits
+from blockmig.limits.setting import hypervisor_set_limits, may_set_limits
 from blockmig.limits_form import CopyLimitsForm
 from hosts.models import Hypervisor
 from hosts.roles import deny

@@ -3,7 +3,7 @@
 `select_disks` reads plain facts about the host's disks (from the inventory, or from the
 live XML) and returns every disk the plan is about, each either with no reason (it moves)
 or with the reason it stays. The host-side checks (running domain, block jobs, destination
-rules) are preflight's (blockmig.preflight) and run afterwards in blockmig.plans.
+rules) are preflight's (blockmig.preflight) and run afterwards in blockmig.plans.checks.
 """
 
 from __future__ import annotations

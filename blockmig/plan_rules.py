@@ -80,7 +80,7 @@ def pivot_allowed_by(migration: Migration, *, auto_pivot: bool, now: datetime | 
 
 
 def plan_paused(me: Any, usage: Any, ahead: Any) -> str | None:
-    """A condition of blockmig.limits (`CONDITIONS`): a copy of a paused plan waits, with
+    """A gate of blockmig.limits.rules (`GATES`): a copy of a paused plan waits, with
     the plan's reason, until someone resumes the plan."""
     migration = Migration.objects.filter(pk=me.id).only("pk", "plan_id").first()
     if migration is None or migration.plan_id is None:

@@ -1,9 +1,9 @@
 """Plan pages: *Evacuate* (build a plan), the plans list, a plan's page and its actions.
 
 Thin, like blockmig.views: reads from blockmig.plan_selectors, writes through
-blockmig.plans, whose Refused.message is what the person sees. Which buttons a user gets is
-decided in `plan_actions` from the plan's state machine and the roles; the plans module
-decides again (and audits a refusal) when one is pressed.
+blockmig.plans (build, actions), whose Refused.message is what the person sees. Which
+buttons a user gets is decided in `plan_actions` from the plan's state machine and the
+roles; the plans package decides again (and audits a refusal) when one is pressed.
 
 The plan page's fragments (`plan_status`, `plan_actions`, `plan_disks`, `plan_timeline`)
 render from `plan_context(plan, user)`; the live socket (/ws/plans/<id>/) pushes the same.
@@ -21,12 +21,14 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.template.response import TemplateResponse
 from django.views.decorators.http import require_POST
 
-from blockmig import plan_selectors, plans
+from blockmig import plan_selectors
 from blockmig.errors import Refused
 from blockmig.models import Plan
 from blockmig.plan_forms import EvacuateForm, PlanWindowForm
 from blockmig.plan_rules import window_problem
 from blockmig.plan_states import PlanState, plan_may
+from blockmig.plans import actions
+from blockmig.plans.build import plan_build
 from hosts.models import Hypervisor
 from hosts.roles import deny
 
@@ -108,7 +110,7 @@ def plan_new(request: HttpRequest, name: str) -> HttpResponse:
     form = EvacuateForm(request.POST or None, initial=initial, hypervisor=hypervisor, directories=[d for d, _n in directories])
     if request.method == "POST" and form.is_valid():
         try:
-            plan = plans.plan_build(user=request.user, hypervisor=hypervisor, **form.build_kwargs())
+            plan = plan_build(user=request.user, hypervisor=hypervisor, **form.build_kwargs())
         except Refused as refused:
             form.add_refusal(refused.message, refused.field)
         else:
@@ -181,31 +183,31 @@ def _action(request, pk: int, perm: str, call, done: str) -> HttpResponse:
 
 @require_POST
 def plan_approve(request: HttpRequest, pk: int) -> HttpResponse:
-    return _action(request, pk, "blockmig.approve_plan", lambda p: plans.plan_approve(plan=p, user=request.user),
+    return _action(request, pk, "blockmig.approve_plan", lambda p: actions.plan_approve(plan=p, user=request.user),
                    "Approved: the plan's migrations are requested and copy within the host's limits.")  # fmt: skip
 
 
 @require_POST
 def plan_discard(request: HttpRequest, pk: int) -> HttpResponse:
-    return _action(request, pk, "blockmig.change_plan", lambda p: plans.plan_discard(plan=p, user=request.user),
+    return _action(request, pk, "blockmig.change_plan", lambda p: actions.plan_discard(plan=p, user=request.user),
                    "Discarded: nothing was started.")  # fmt: skip
 
 
 @require_POST
 def plan_pause(request: HttpRequest, pk: int) -> HttpResponse:
-    return _action(request, pk, "blockmig.change_plan", lambda p: plans.plan_pause(plan=p, user=request.user),
+    return _action(request, pk, "blockmig.change_plan", lambda p: actions.plan_pause(plan=p, user=request.user),
                    "Paused: no new copies start; those running go on.")  # fmt: skip
 
 
 @require_POST
 def plan_resume(request: HttpRequest, pk: int) -> HttpResponse:
-    return _action(request, pk, "blockmig.change_plan", lambda p: plans.plan_resume(plan=p, user=request.user),
+    return _action(request, pk, "blockmig.change_plan", lambda p: actions.plan_resume(plan=p, user=request.user),
                    "Resumed: waiting copies start within the limits.")  # fmt: skip
 
 
 @require_POST
 def plan_abort(request: HttpRequest, pk: int) -> HttpResponse:
-    return _action(request, pk, "blockmig.abort_migration", lambda p: plans.plan_abort(plan=p, user=request.user),
+    return _action(request, pk, "blockmig.abort_migration", lambda p: actions.plan_abort(plan=p, user=request.user),
                    "Aborting: every migration that has not pivoted is aborted; those guests stay on their source.")  # fmt: skip
 
 
@@ -221,5 +223,5 @@ def plan_window(request: HttpRequest, pk: int) -> HttpResponse:
         return redirect("plan_detail", pk=pk)
     start, end = form.cleaned_data.get("window_start"), form.cleaned_data.get("window_end")
     return _action(request, pk, perm,
-                   lambda p: plans.plan_set_window(plan=p, user=request.user, window_start=start, window_end=end),
+                   lambda p: actions.plan_set_window(plan=p, user=request.user, window_start=start, window_end=end),
                    "Window changed." if start else "Window removed: pivots follow as soon as they are allowed.")  # fmt: skip

@@ -18,8 +18,9 @@ from django.contrib.auth import get_user_model
 from django.db.models import Case, IntegerField, Prefetch, Q, QuerySet, Value, When
 from django.utils import timezone
 
-from blockmig import limits, progress
+from blockmig import progress
 from blockmig.audit import EventType, event_label
+from blockmig.limits.rules import waits_of
 from blockmig.models import AuditEvent, Migration, MigrationDisk
 from blockmig.states import ACTIVE_STATES, TERMINAL_STATES, State
 from hosts.models import Hypervisor
@@ -49,9 +50,9 @@ def migration_jobs_of_domains(hypervisor: Hypervisor, domain_uuids: Sequence[str
 
 def with_progress(migrations):
     """Attach `.progress` (blockmig.progress.Progress) to each migration and its
-    prefetched disks, which is what the templates read; and `.wait` (blockmig.limits.Wait,
+    prefetched disks, which is what the templates read; and `.wait` (blockmig.limits.rules.Wait,
     its place in the queue and why) to a queued one, else None."""
-    waits = limits.waits_of(migrations)
+    waits = waits_of(migrations)
     for m in migrations:
         m.wait = waits.get(m.pk)
         m.progress = progress.of_migration(m)

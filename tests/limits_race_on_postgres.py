@@ -18,8 +18,8 @@ import pytest
 from django.db import connection, connections
 from django.utils import timezone
 
-from blockmig import limits
 from blockmig.lifecycle import StateMoved, migration_start_or_queue, migration_transition
+from blockmig.limits import rules
 from blockmig.models import Migration, MigrationDisk
 from blockmig.states import State
 from hosts.models import Hypervisor
@@ -39,7 +39,7 @@ def holding_counts() -> tuple[int, int]:
             FROM blockmig_migration m JOIN blockmig_migrationdisk d ON d.migration_id = m.id
             WHERE m.state = ANY(%s)
             """,
-            [ROOT_A + "/%", [str(state) for state in limits.HOLDS_SLOT]],
+            [ROOT_A + "/%", [str(state) for state in rules.HOLDS_SLOT]],
         )
         return cursor.fetchone()
 

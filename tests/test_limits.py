@@ -15,10 +15,10 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from blockmig import limits
 from blockmig.errors import Refused
 from blockmig.leases import lease_claim_next, lease_release
 from blockmig.lifecycle import migration_abort, migration_start_or_queue, migration_transition
+from blockmig.limits import rules, setting
 from blockmig.models import AuditEvent, Migration, MigrationDisk
 from blockmig.states import TRANSITIONS, State, abort_target, next_state
 from hosts.models import Hypervisor
@@ -86,7 +86,7 @@ def test_third_copy_waits_with_its_position_and_the_copy_that_frees_a_slot(make)
     first = make(State.COPYING, bytes_done=10, bytes_total=100)
     second = make(State.COPYING, bytes_done=70, bytes_total=100)
     third = make(State.PREFLIGHT, root=ROOT_B)
-    wait = limits.slot_for(third)
+    wait = rules.slot_for(third)
     assert wait.position == 1
     assert wait.reason == f"2 copies already run on local (limit 2); next slot when #{second.pk} finishes"
     assert wait.text.startswith("1st in the queue: 2 copies already run on local")
@@ -96,25 +96,25 @@ def test_third_copy_waits_with_its_position_and_the_copy_that_frees_a_slot(make)
 def test_a_ready_mirror_is_named_as_the_next_to_free_a_slot(make):
     ready = make(State.READY, bytes_done=5, bytes_total=100)
     make(State.COPYING, bytes_done=99, bytes_total=100)
-    assert limits.slot_for(make(State.PREFLIGHT)).reason.endswith(f"next slot when #{ready.pk} finishes")
+    assert rules.slot_for(make(State.PREFLIGHT)).reason.endswith(f"next slot when #{ready.pk} finishes")
 
 
 def test_under_the_limit_a_migration_starts(make):
     make(State.COPYING)
     make(State.COMPLETED)
     make(State.QUEUED, root=ROOT_B)  # later than the one asking: not ahead of it
-    assert limits.slot_for(make(State.PREFLIGHT, root=ROOT_B, created_at=timezone.now() - timedelta(hours=2))) is None
+    assert rules.slot_for(make(State.PREFLIGHT, root=ROOT_B, created_at=timezone.now() - timedelta(hours=2))) is None
 
 
 def test_request_order_a_later_request_never_takes_the_slot_an_earlier_one_waits_for(make):
     make(State.COPYING)
     earlier = make(State.QUEUED, root=ROOT_B)
     later = make(State.PREFLIGHT, root=ROOT_B)
-    assert limits.slot_for(earlier) is None  # one slot free: the earlier one gets it
-    wait = limits.slot_for(later)
+    assert rules.slot_for(earlier) is None  # one slot free: the earlier one gets it
+    wait = rules.slot_for(later)
     assert wait.position == 2
     assert wait.reason == f"1 earlier request waits for local first (#{earlier.pk}); 1 of 2 copies run there"
-    assert limits.startable_queued() == [earlier.pk]
+    assert rules.startable_queued() == [earlier.pk]
 
 
 def test_positions_follow_request_order(make, host):
@@ -122,7 +122,7 @@ def test_positions_follow_request_order(make, host):
     host.save()
     make(State.COPYING)
     queued = [make(State.QUEUED, root=ROOT_B) for _ in range(3)]
-    waits = limits.waits_of([fresh(m) for m in queued])
+    waits = rules.waits_of([fresh(m) for m in queued])
     assert [waits[m.pk].position for m in queued] == [1, 2, 3]
     assert waits[queued[2].pk].text.startswith("3rd in the queue")
 
@@ -134,10 +134,10 @@ def test_root_limit_holds_copies_into_one_root_while_another_root_has_room(make,
     running = make(State.COPYING, root=ROOT_A)
     into_a = make(State.PREFLIGHT, root=ROOT_A)
     into_b = make(State.PREFLIGHT, root=ROOT_B)
-    assert limits.slot_for(into_a).reason == (
+    assert rules.slot_for(into_a).reason == (
         f"1 copy already writes into {ROOT_A} (limit 1); next slot when #{running.pk} finishes"
     )
-    assert limits.slot_for(into_b) is None
+    assert rules.slot_for(into_b) is None
 
 
 def test_an_earlier_request_waiting_for_a_full_root_does_not_hold_back_another_root(make, host):
@@ -147,8 +147,8 @@ def test_an_earlier_request_waiting_for_a_full_root_does_not_hold_back_another_r
     make(State.COPYING, root=ROOT_A)
     waiting_for_a = make(State.QUEUED, root=ROOT_A)
     into_b = make(State.QUEUED, root=ROOT_B)
-    assert limits.startable_queued() == [into_b.pk]
-    assert limits.slot_for(waiting_for_a) is not None
+    assert rules.startable_queued() == [into_b.pk]
+    assert rules.slot_for(waiting_for_a) is not None
 
 
 def test_zero_means_no_limit(make, host):
@@ -157,14 +157,14 @@ def test_zero_means_no_limit(make, host):
     host.save()
     for _ in range(5):
         make(State.COPYING)
-    assert limits.slot_for(make(State.PREFLIGHT)) is None
+    assert rules.slot_for(make(State.PREFLIGHT)) is None
 
 
 def test_a_limit_lowered_below_the_running_copies_says_how_many_must_finish(make, host):
     host.max_copies = 1
     host.save()
     a, b = make(State.COPYING, bytes_done=9, bytes_total=10), make(State.COPYING, bytes_done=1, bytes_total=10)
-    reason = limits.slot_for(make(State.PREFLIGHT, root=ROOT_B)).reason
+    reason = rules.slot_for(make(State.PREFLIGHT, root=ROOT_B)).reason
     assert reason == f"2 copies already run on local (limit 1); next slot when 2 of them finish (#{a.pk}, #{b.pk} are furthest)"
 
 
@@ -174,13 +174,13 @@ def test_a_network_destination_counts_against_the_host_only(make, host):
     host.save()
     make(State.COPYING, root=ROOT_A)
     nbd = make(State.PREFLIGHT, root="nbd://10.0.0.5:10809")
-    assert limits.slot_for(nbd) is None
+    assert rules.slot_for(nbd) is None
 
 
 def test_another_condition_can_be_added_to_the_rule(make, monkeypatch):
     """The contract for other rules (a paused plan, a maintenance window): one function more."""
-    monkeypatch.setattr(limits, "CONDITIONS", [*limits.CONDITIONS, lambda me, usage, ahead: "the plan is paused"])
-    wait = limits.slot_for(make(State.PREFLIGHT))
+    monkeypatch.setattr(rules, "CONDITIONS", [*rules.CONDITIONS, lambda me, usage, ahead: "the plan is paused"])
+    wait = rules.slot_for(make(State.PREFLIGHT))
     assert wait.reason == "the plan is paused"
 
 
@@ -190,12 +190,12 @@ def test_a_migration_a_gate_holds_keeps_its_place_but_holds_back_no_one(make, ho
     host.save()
     held = make(State.QUEUED)
     later = make(State.QUEUED, root=ROOT_B)
-    monkeypatch.setattr(limits, "GATES", [lambda me, usage, ahead: "the plan is paused" if me.id == held.pk else None])
-    assert limits.slot_for(fresh(held)).reason == "the plan is paused"
-    assert limits.slot_for(fresh(later)) is None  # the one free slot goes to the later request
-    assert limits.startable_queued() == [later.pk]
+    monkeypatch.setattr(rules, "GATES", [lambda me, usage, ahead: "the plan is paused" if me.id == held.pk else None])
+    assert rules.slot_for(fresh(held)).reason == "the plan is paused"
+    assert rules.slot_for(fresh(later)) is None  # the one free slot goes to the later request
+    assert rules.startable_queued() == [later.pk]
     make(State.COPYING)
-    wait = limits.slot_for(fresh(later))
+    wait = rules.slot_for(fresh(later))
     assert wait.position == 2 and wait.reason.startswith("1 copy already runs on local (limit 1)")
 
 
@@ -206,13 +206,13 @@ def test_over_the_limit_the_migration_queues_with_an_audited_reason_and_starts_w
     running = [make(State.COPYING), make(State.COPYING)]
     m = make(State.PREFLIGHT)
     wait = migration_start_or_queue(m.pk, lease=None, saved_definition="<domain/>", definition_strategy="transient_job")
-    assert isinstance(wait, limits.Wait)
+    assert isinstance(wait, rules.Wait)
     row = fresh(m)
     assert (row.state, row.saved_definition) == (State.QUEUED, "")  # nothing saved, nothing done
     event = AuditEvent.objects.get(migration=m, event_type="queued")
     assert event.details["position"] == 1 and event.details["reason"].startswith("2 copies already run on local")
     # Asked again while still full: it stays queued and writes nothing more.
-    assert isinstance(migration_start_or_queue(m.pk, lease=None), limits.Wait)
+    assert isinstance(migration_start_or_queue(m.pk, lease=None), rules.Wait)
     assert AuditEvent.objects.filter(migration=m, event_type="queued").count() == 1
     migration_transition(running[0].pk, State.ABORTING)
     migration_transition(running[0].pk, State.ABORTED)
@@ -237,13 +237,13 @@ def test_aborting_a_queued_migration_removes_it_from_the_queue(make, users):
     make(State.COPYING)
     first = make(State.QUEUED)
     second = make(State.QUEUED)
-    assert limits.slot_for(second).position == 2
+    assert rules.slot_for(second).position == 2
     migration_abort(migration=first, user=users["operator"])
     assert fresh(first).state == State.ABORTED
     event = AuditEvent.objects.get(migration=first, event_type="aborted")
     assert event.details == {"removed_from_queue": True, "position": 1}
     assert event.actor_name == "operator"
-    assert limits.slot_for(fresh(second)).position == 1
+    assert rules.slot_for(fresh(second)).position == 1
 
 
 # -- bandwidth shared in a root ---------------------------------------------------------------------
@@ -256,23 +256,23 @@ def test_a_roots_total_is_shared_among_its_running_copies(make, host):
     a = make(State.COPYING, bandwidth_mib=0)
     b = make(State.COPYING, bandwidth_mib=30)
     c = make(State.COPYING, root=ROOT_B, bandwidth_mib=0)
-    assert limits.bandwidth_for(fresh(a), list(a.disks.all())) == {"vda": 50}
-    assert limits.bandwidth_for(fresh(b), list(b.disks.all())) == {"vda": 30}  # its own limit is lower
-    assert limits.bandwidth_for(fresh(c), list(c.disks.all())) == {"vda": 0}  # no total on that root
+    assert rules.bandwidth_for(fresh(a), list(a.disks.all())) == {"vda": 50}
+    assert rules.bandwidth_for(fresh(b), list(b.disks.all())) == {"vda": 30}  # its own limit is lower
+    assert rules.bandwidth_for(fresh(c), list(c.disks.all())) == {"vda": 0}  # no total on that root
     make(State.COPYING, targets=("vda", "vdb"))  # two more copies into the root
-    assert limits.bandwidth_for(fresh(a), list(a.disks.all())) == {"vda": 25}
+    assert rules.bandwidth_for(fresh(a), list(a.disks.all())) == {"vda": 25}
 
 
 def test_without_a_total_each_copy_keeps_its_own_limit(make):
     m = make(State.COPYING, bandwidth_mib=7, targets=("vda", "vdb"))
-    assert limits.bandwidth_for(fresh(m), list(m.disks.all())) == {"vda": 7, "vdb": 7}
+    assert rules.bandwidth_for(fresh(m), list(m.disks.all())) == {"vda": 7, "vdb": 7}
 
 
 # -- admins set the limits ------------------------------------------------------------------------
 
 
 def test_admin_sets_limits_audited_with_what_changed(host, users):
-    limits.hypervisor_set_limits(hypervisor=host, user=users["admin"], max_copies=4, roots={ROOT_A: (1, 200), ROOT_B: (2, 0)})
+    setting.hypervisor_set_limits(hypervisor=host, user=users["admin"], max_copies=4, roots={ROOT_A: (1, 200), ROOT_B: (2, 0)})
     host.refresh_from_db()
     assert host.max_copies == 4 and host.root_limit(ROOT_A) == (1, 200) and host.root_limit(ROOT_B) == (2, 0)
     event = AuditEvent.objects.get(event_type="limits_changed")
@@ -294,7 +294,7 @@ def test_admin_sets_limits_audited_with_what_changed(host, users):
 )
 def test_refused_limit_changes_are_audited_and_change_nothing(host, users, role, max_copies, roots, message):
     with pytest.raises(Refused, match=message.replace("(", r"\(").replace(")", r"\)")):
-        limits.hypervisor_set_limits(hypervisor=host, user=users[role], max_copies=max_copies, roots=roots)
+        setting.hypervisor_set_limits(hypervisor=host, user=users[role], max_copies=max_copies, roots=roots)
     host.refresh_from_db()
     assert (host.max_copies, host.root_limits) == (2, {})
     event = AuditEvent.objects.get(event_type="refused")

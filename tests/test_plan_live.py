@@ -17,7 +17,7 @@ from blockmig.asgi import application
 from blockmig.live import cache, publish
 from blockmig.live.consumer import CLOSE_NOT_FOUND
 from blockmig.models import Migration, MigrationDisk
-from blockmig.plans import plan_pause
+from blockmig.plans.actions import plan_pause
 from tests.plan_factories import GIB, add_migrations, make_plan
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -10,15 +10,16 @@ from types import SimpleNamespace
 import pytest
 from django.utils import timezone
 
-from blockmig import limits
 from blockmig.errors import Refused
 from blockmig.lifecycle import migration_approve, migration_transition
+from blockmig.limits import rules
 from blockmig.models import AuditEvent, Migration, Plan
 from blockmig.plan_building import DiskFacts, bytes_to_copy, destination_for, select_disks, space_problem
 from blockmig.plan_progress import plan_totals
 from blockmig.plan_rules import copy_wait_reason, pivot_allowed_by, plan_paused, window_problem
 from blockmig.plan_states import IllegalPlanTransition, PlanState, plan_next_state
-from blockmig.plans import plan_abort, plan_approve, plan_build, plan_discard, plan_pause, plan_resume, plan_set_window
+from blockmig.plans.actions import plan_abort, plan_approve, plan_discard, plan_pause, plan_resume, plan_set_window
+from blockmig.plans.build import plan_build
 from hosts.adapter import open_block_jobs
 from tests.plan_factories import GIB, add_migrations, make_host, make_plan
 
@@ -318,10 +319,10 @@ def test_free_space_at_a_remote_target_comes_from_its_libvirt_pool():
 def test_a_paused_plans_queued_copy_waits_in_the_limits_with_the_plans_reason(users):
     plan = make_plan(users["operator"], state="running", approved_by=users["approver"])
     (queued,) = add_migrations(plan, ["queued"])
-    assert limits.slot_for(queued) is None  # no limit is reached: it may start
+    assert rules.slot_for(queued) is None  # no limit is reached: it may start
     plan_pause(plan=plan, user=users["operator"])
-    wait = limits.slot_for(Migration.objects.get(pk=queued.pk))
+    wait = rules.slot_for(Migration.objects.get(pk=queued.pk))
     assert wait is not None and f"Plan #{plan.pk} is paused" in wait.reason
-    assert queued.pk not in limits.startable_queued()
+    assert queued.pk not in rules.startable_queued()
     plan_resume(plan=plan, user=users["operator"])
-    assert queued.pk in limits.startable_queued()
+    assert queued.pk in rules.startable_queued()

@@ -72,7 +72,7 @@ class DriverBase:
         self.failing: str | None = None  # a decided failure not yet recorded (retried after outages)
         self.disconnected_at: float | None = None
         # target → MiB/s given to libvirt: the operator's limit, or the root's share of its
-        # total when that is lower (blockmig.limits.bandwidth_for), looked at once a second.
+        # total when that is lower (blockmig.limits.rules.bandwidth_for), looked at once a second.
         self.applied_bandwidth: dict[str, int] | None = None
         self.applied_own: int | None = None
         self.share_checked = 0.0

@@ -13,10 +13,10 @@ from datetime import UTC, datetime
 
 from django.db import Error as DatabaseError  # any database failure, InterfaceError included
 
-from blockmig import limits
 from blockmig.engine.base import Failed, reset_database_connection
 from blockmig.engine.start import Starting
 from blockmig.lifecycle import auto_pivot_policy_setter, migration_record_progress
+from blockmig.limits.rules import bandwidth_for
 from blockmig.models import Migration, MigrationDisk, Plan
 from blockmig.plan_rules import pivot_allowed_by, pivot_wait_reason
 from blockmig.progress import add_sample, moving_rate
@@ -104,7 +104,7 @@ class Monitoring(Starting):
 
     def apply_bandwidth(self, migration: Migration, disks: list[MigrationDisk], jobs) -> None:
         """An operator's change is recorded on the row, a root's shared total on the host
-        (blockmig.limits); the driver applies both: at once for the operator's, within
+        (blockmig.limits.rules); the driver applies both: at once for the operator's, within
         SHARE_CHECK_EVERY when copies into the root start or end."""
         now = time.monotonic()
         if (
@@ -114,7 +114,7 @@ class Monitoring(Starting):
         ):
             return
         self.share_checked = now
-        wanted = limits.bandwidth_for(migration, disks)
+        wanted = bandwidth_for(migration, disks)
         if wanted == self.applied_bandwidth:
             self.applied_own = migration.bandwidth_mib
             return

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from django.conf import settings
 
-from blockmig import limits
 from blockmig.engine.base import Failed, Queued
 from blockmig.engine.checks import HostChecks
 from blockmig.errors import Refused
 from blockmig.lifecycle import migration_start_or_queue
+from blockmig.limits.rules import Wait, bandwidth_for
 from blockmig.models import Migration, MigrationDisk
 from blockmig.preflight.host import check_on_host
 from blockmig.preflight.records import DiskRequest
@@ -53,7 +53,7 @@ class Starting(HostChecks):
             saved_definition=saved,
             definition_strategy=strategy,
         )
-        if isinstance(admitted, limits.Wait):
+        if isinstance(admitted, Wait):
             raise Queued(admitted.reason)
         migration = admitted
         if strategy == "undefine":
@@ -72,7 +72,7 @@ class Starting(HostChecks):
             MigrationDisk.objects.filter(pk__in=[d.pk for d in disks]).update(created_destination=created)
 
         self.confirm_lease(also=record_created)
-        speeds = limits.bandwidth_for(migration, list(migration.disks.all()))
+        speeds = bandwidth_for(migration, list(migration.disks.all()))
         for disk in disks:
             disk.created_destination = created
             if self.lease.left() < self.spare:  # several disks: the first copies took a while

@@ -7,10 +7,10 @@ from typing import NoReturn
 
 from django.db import transaction
 
-from blockmig import limits
 from blockmig.audit import audit_record
 from blockmig.errors import Refused
 from blockmig.lifecycle.transitions import StateMoved, migration_transition, publish_on_commit, wake_on_commit
+from blockmig.limits.rules import slot_for
 from blockmig.models import Migration
 from blockmig.plan_rules import pivot_wait_reason
 from blockmig.preflight.options import check_bandwidth
@@ -99,7 +99,7 @@ def migration_abort(*, migration: Migration, user, _again: bool = True) -> Migra
     expect = {state for state in State if abort_target(state) == target}
     details = None
     if migration.state == State.QUEUED:
-        wait = limits.slot_for(migration)
+        wait = slot_for(migration)
         details = {"removed_from_queue": True, "position": wait.position if wait else 1}
     try:
         if target == State.ABORTED:

@@ -11,9 +11,10 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from blockmig import limits
 from blockmig.audit import audit_record
 from blockmig.leases import Lease, LeaseLost
+from blockmig.limits.queue_push import changes_queue, queue_changed_on_commit
+from blockmig.limits.rules import Wait, slot_for
 from blockmig.live import publish
 from blockmig.models import Migration, MigrationDisk
 from blockmig.notify.outbox import notify_transition
@@ -90,14 +91,14 @@ def migration_transition(
         if migration.plan_id and migration.state in TERMINAL_STATES:
             plan_migration_ended(migration.plan_id)  # the plan ends with its last migration
         publish_on_commit(migration.pk)
-        if limits.changes_queue(current, migration.state):
-            limits.queue_changed_on_commit(migration.hypervisor_id, exclude=migration.pk)
+        if changes_queue(current, migration.state):
+            queue_changed_on_commit(migration.hypervisor_id, exclude=migration.pk)
     return migration
 
 
 def migration_start_or_queue(
     migration_id: int, *, lease: Lease | None, details: dict | None = None, **fields
-) -> Migration | limits.Wait:
+) -> Migration | Wait:
     """The copy limits' decision (blockmig.limits), made where the database serialises it:
     under the hypervisor's row lock the migration either moves to copying (with `fields`,
     the saved definition among them) or waits in queued with its place and reason. Returns
@@ -111,7 +112,7 @@ def migration_start_or_queue(
             Migration.objects.select_for_update(of=("self", "hypervisor")).select_related("hypervisor").get(pk=migration_id)
         )
         _check_fence(migration, lease)
-        wait = limits.slot_for(migration)
+        wait = slot_for(migration)
         if wait is None:
             return migration_transition(
                 migration_id, State.COPYING, expect={State.PREFLIGHT, State.QUEUED}, details=details, lease=lease, **fields

@@ -11,7 +11,7 @@ def build_plan(hypervisor_name: str, domain_uuid: str, target_root: str, window_
     from django.contrib.auth.models import User
     from django.utils import timezone
 
-    from blockmig.plans import plan_build
+    from blockmig.plans.build import plan_build
     from hosts.models import Hypervisor
 
     start = timezone.now() + timedelta(hours=window_in_hours)
@@ -32,7 +32,7 @@ def approve_plan(plan_id: int) -> None:
     from django.contrib.auth.models import User
 
     from blockmig.models import Plan
-    from blockmig.plans import plan_approve
+    from blockmig.plans.actions import plan_approve
 
     plan_approve(plan=Plan.objects.get(pk=plan_id), user=User.objects.get(username="approver"))
 
@@ -44,7 +44,7 @@ def open_window(plan_id: int) -> None:
     from django.utils import timezone
 
     from blockmig.models import Plan
-    from blockmig.plans import plan_set_window
+    from blockmig.plans.actions import plan_set_window
 
     plan_set_window(
         plan=Plan.objects.get(pk=plan_id),

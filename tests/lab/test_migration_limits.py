@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from blockmig import limits
 from blockmig.lifecycle import DiskRequest, migration_abort, migration_approve, migration_request, migration_set_bandwidth
+from blockmig.limits import rules, setting
 from blockmig.models import AuditEvent, Migration
 from tests.helpers import wait_for_state, wait_until
 from tests.lab.engine_helpers import URI, WorkerProcess, has_block_job, make_hypervisor
@@ -59,7 +59,7 @@ def test_third_copy_queues_with_its_reason_and_starts_when_one_finishes(domains,
 
     third = request(people, host, vms[2])
     third = wait_for_state(third, "queued", why=why)
-    wait = limits.slot_for(Migration.objects.select_related("hypervisor").get(pk=third.pk))
+    wait = rules.slot_for(Migration.objects.select_related("hypervisor").get(pk=third.pk))
     assert wait.position == 1
     assert wait.reason.startswith("2 copies already run on lab (limit 2); next slot when #")
     queued = AuditEvent.objects.get(migration=third, event_type="queued")
@@ -97,13 +97,13 @@ def test_abort_of_a_queued_migration_removes_it_from_the_queue(domains, people, 
         wait_for_state(m, "copying", why=why)
     first_queued = wait_for_state(request(people, host, vms[2]), "queued", why=why)
     second_queued = wait_for_state(request(people, host, vms[3]), "queued", why=why)
-    assert limits.slot_for(Migration.objects.select_related("hypervisor").get(pk=second_queued.pk)).position == 2
+    assert rules.slot_for(Migration.objects.select_related("hypervisor").get(pk=second_queued.pk)).position == 2
 
     migration_abort(migration=first_queued, user=people["operator"])
     assert Migration.objects.get(pk=first_queued.pk).state == "aborted"
     event = AuditEvent.objects.get(migration=first_queued, event_type="aborted")
     assert event.details == {"removed_from_queue": True, "position": 1} and event.actor_name == "operator"
-    assert limits.slot_for(Migration.objects.select_related("hypervisor").get(pk=second_queued.pk)).position == 1
+    assert rules.slot_for(Migration.objects.select_related("hypervisor").get(pk=second_queued.pk)).position == 1
     assert not (vms[2].backups / "copy.qcow2").exists()
 
     # The one left in the queue starts when a running copy is aborted.
@@ -129,7 +129,7 @@ def test_a_roots_bandwidth_total_is_shared_among_its_copies_and_reapplied(domain
     shared = domains.root / "shared"
     shared.mkdir()
     host = make_hypervisor([shared])
-    limits.hypervisor_set_limits(hypervisor=host, user=people["admin"], max_copies=2, roots={str(shared): (2, 2)})
+    setting.hypervisor_set_limits(hypervisor=host, user=people["admin"], max_copies=2, roots={str(shared): (2, 2)})
     host.refresh_from_db()
 
     def request_into_shared(vm) -> Migration:

@@ -18,7 +18,8 @@ from django.utils import timezone
 
 from blockmig.errors import Refused
 from blockmig.models import AuditEvent, Migration, Plan
-from blockmig.plans import plan_approve, plan_build, plan_set_window
+from blockmig.plans.actions import plan_approve, plan_set_window
+from blockmig.plans.build import plan_build
 from hosts.lab.seed import list_files_in_image
 from hosts.sync.hypervisor import hypervisor_sync
 from tests.helpers import wait_for_state, wait_until

@@ -1,6 +1,6 @@
 """Evacuation plans through the API: list, one plan with its disks and totals, approve.
 Building, pausing and aborting a plan stay on the pages for now (docs/api.md). The approval
-is `blockmig.plans.plan_approve`, the plan page's own: four eyes, preflight again."""
+is `blockmig.plans.actions.plan_approve`, the plan page's own: four eyes, preflight again."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from blockmig import plan_selectors, plans
+from blockmig import plan_selectors
 from blockmig.api.errors import ApiError
 from blockmig.api.idempotency import run_once
 from blockmig.api.serializers import ErrorSerializer
@@ -18,6 +18,7 @@ from blockmig.api.views.base import IDEMPOTENCY, ApiView, Pages
 from blockmig.errors import Refused
 from blockmig.models import Plan, PlanDisk
 from blockmig.plan_states import PlanState
+from blockmig.plans import actions
 
 PLAN_ERRORS = {code: ErrorSerializer for code in (400, 401, 403, 404, 409, 422)}
 
@@ -119,7 +120,7 @@ class PlanApprove(ApiView):
         if plan is None:
             raise NotFound(f"No plan #{pk}.")
         try:
-            plans.plan_approve(plan=plan, user=request.user)
+            actions.plan_approve(plan=plan, user=request.user)
         except Refused as refused:
             if not request.user.has_perm("blockmig.approve_plan"):
                 raise ApiError("permission_denied", refused.message) from None

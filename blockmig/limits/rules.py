@@ -28,7 +28,8 @@ CONTRACT (the one place these rules live):
         A queued migration is claimed by a worker again only once slot_for answers None for
         it (startable_queued), so a reason that ends by itself (a window opening) is noticed
         at the workers' next poll (BLOCKMIG_POLL_SECONDS); code that ends one (a plan
-        resumed) calls queue_changed_on_commit(hypervisor_id) to wake them at once.
+        resumed) calls queue_changed_on_commit(hypervisor_id) (blockmig.limits.queue_push) to
+        wake them at once.
 
     Request order: an earlier queued migration keeps its place at every limit it is subject
     to, so a later request never takes a slot it waits for (it may pass it at a limit the
@@ -47,29 +48,18 @@ destination lies in none); bandwidth is shared per disk copy.
 
 from __future__ import annotations
 
-import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from django.db import connection, transaction
 from django.db.models import Prefetch
 
-from blockmig.audit import audit_record
-from blockmig.errors import Refused
-from blockmig.live import publish
 from blockmig.models import Migration, MigrationDisk
 from blockmig.plan_rules import plan_paused
 from blockmig.preflight.files import destination_root
-from blockmig.preflight.options import MAX_BANDWIDTH_MIB
 from blockmig.states import State
-from blockmig.wake import wake_workers
 from hosts.models import Hypervisor
 
-log = logging.getLogger(__name__)
-
 HOLDS_SLOT = frozenset({State.COPYING, State.READY, State.PIVOTING, State.ABORTING})
-MAX_COPIES_LIMIT = 1000  # a sanity bound for the form, far above any host's real capacity
 
 
 @dataclass(frozen=True)
@@ -287,120 +277,3 @@ def bandwidth_for(migration: Migration, disks: list[MigrationDisk], usage: Usage
         share = max(1, total // copies)
         speeds[disk.target] = min(own, share) if own else share
     return speeds
-
-
-# -- admin: setting the limits -----------------------------------------------------------------
-
-
-def may_set_limits(user) -> bool:
-    return user.is_superuser or user.has_perm("hosts.change_hypervisor")
-
-
-def _check_count(value, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_COPIES_LIMIT:
-        raise Refused(f"{what} must be a whole number from 0 (no limit) to {MAX_COPIES_LIMIT}.")
-    return value
-
-
-def hypervisor_set_limits(*, hypervisor: Hypervisor, user, max_copies: int, roots: dict[str, tuple[int, int]]) -> None:
-    """An admin sets the host's copy limit and each root's (copies at once, shared MiB/s).
-    Audited (also when refused); queued migrations that now fit start at the next claim."""
-    asked = {"max_copies": max_copies, "roots": {r: {"max_copies": c, "bandwidth_mib": b} for r, (c, b) in roots.items()}}
-    try:
-        if not may_set_limits(user):
-            raise Refused("Only an admin can change a host's copy limits.")
-        _check_count(max_copies, "Copies at once on the host")
-        unknown = sorted(set(roots) - set(hypervisor.allowed_roots or []))
-        if unknown:
-            raise Refused(f"{', '.join(unknown)} is not an allowed root of {hypervisor.name}: add it to the host first.")
-        for root, (copies, bandwidth) in roots.items():
-            _check_count(copies, f"Copies at once into {root}")
-            if isinstance(bandwidth, bool) or not isinstance(bandwidth, int) or not 0 <= bandwidth <= MAX_BANDWIDTH_MIB:
-                raise Refused(
-                    f"The bandwidth total of {root} must be a whole number of MiB/s from 0 (none) to {MAX_BANDWIDTH_MIB}."
-                )
-    except Refused as refused:
-        with transaction.atomic():
-            audit_record(
-                event_type="refused",
-                actor=user,
-                hypervisor_name=hypervisor.name,
-                details={"action": "set_limits", "reason": refused.message, **asked},
-            )
-        raise
-    with transaction.atomic():
-        locked = Hypervisor.objects.select_for_update().get(pk=hypervisor.pk)
-        was_copies = locked.max_copies
-        was_roots = {r: locked.root_limit(r) for r in roots}
-        stored = {r: {"max_copies": c, "bandwidth_mib": b} for r, (c, b) in roots.items()}
-        Hypervisor.objects.filter(pk=hypervisor.pk).update(max_copies=max_copies, root_limits=stored)
-        hypervisor.max_copies, hypervisor.root_limits = max_copies, stored
-        changes: dict[str, dict] = {}
-        if was_copies != max_copies:
-            changes["max_copies"] = {"from": was_copies, "to": max_copies}
-        for root, limit in roots.items():
-            if was_roots[root] != tuple(limit):
-                was = was_roots[root]
-                changes[root] = {"from": {"max_copies": was[0], "bandwidth_mib": was[1]}, "to": stored[root]}
-        audit_record(event_type="limits_changed", actor=user, hypervisor_name=hypervisor.name, details={"changed": changes})
-        queue_changed_on_commit(hypervisor.pk)
-
-
-# -- telling the queue -------------------------------------------------------------------------
-
-
-def changes_queue(before: str, after: str) -> bool:
-    """A move that changes what the host's queued migrations wait for (a slot taken or
-    freed, the queue grown or shrunk)."""
-    return (before in HOLDS_SLOT) != (after in HOLDS_SLOT) or (before == State.QUEUED) != (after == State.QUEUED)
-
-
-# A host's queued pages are pushed at most this often per process: with 16 waiting, every
-# slot taken or freed would otherwise cost 16 renders' worth of messages at once.
-QUEUE_PUSH_EVERY = 0.5
-_pushes_due: set[int] = set()
-_pushes_lock = threading.Lock()
-
-
-def queue_changed_on_commit(hypervisor_id: int, exclude: int = 0) -> None:
-    """After commit: wake the workers at once (their next claim starts what now fits), and
-    push every queued migration of the host (its place and reason may have changed) within
-    QUEUE_PUSH_EVERY, several changes in one push. `exclude`: a migration its own change
-    publishes already."""
-
-    def tell() -> None:
-        first = (
-            Migration.objects.filter(hypervisor_id=hypervisor_id, state=State.QUEUED)
-            .exclude(pk=exclude)
-            .order_by("created_at", "pk")
-            .values_list("pk", flat=True)
-            .first()
-        )
-        if first is not None:
-            wake_workers(first)
-            _push_soon(hypervisor_id)
-
-    transaction.on_commit(tell)
-
-
-def _push_soon(hypervisor_id: int) -> None:
-    with _pushes_lock:
-        if hypervisor_id in _pushes_due:
-            return  # the push already due reads the database after this change
-        _pushes_due.add(hypervisor_id)
-    timer = threading.Timer(QUEUE_PUSH_EVERY, _push_queue, args=(hypervisor_id,))
-    timer.daemon = True
-    timer.start()
-
-
-def _push_queue(hypervisor_id: int) -> None:
-    with _pushes_lock:
-        _pushes_due.discard(hypervisor_id)  # before the read: a later change schedules again
-    try:
-        ids = Migration.objects.filter(hypervisor_id=hypervisor_id, state=State.QUEUED).values_list("pk", flat=True)
-        for migration_id in ids:
-            publish.migration_changed(migration_id)
-    except Exception:
-        log.exception("could not push the queue of hypervisor %s; pages catch up on resync", hypervisor_id)
-    finally:
-        connection.close()  # this timer thread's own connection

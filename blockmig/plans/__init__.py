@@ -1,0 +1,29 @@
+"""Storage evacuation plans: every write goes through these functions.
+
+    plan_build(*, user, hypervisor, source_kind, target_root, mode="shallow",
+               pivot_policy="each", source_root="", domain_uuids=(), window_start=None,
+               window_end=None) -> Plan                        # operator; preflight of the whole plan
+    plan_approve(*, plan, user) -> Plan                          # approver, not the author
+    plan_discard(*, plan, user) -> Plan                          # a draft nobody will run
+    plan_pause(*, plan, user) / plan_resume(*, plan, user) -> Plan   # operator
+    plan_abort(*, plan, user) -> Plan                            # aborts each active migration
+    plan_set_window(*, plan, user, window_start, window_end) -> Plan
+
+Like blockmig.lifecycle, each commits its state change and audit event in one transaction
+and publishes after the commit; each refusal is audited and raised as Refused with a
+message that names what to fix. A plan's migrations are ordinary migrations, requested
+through `lifecycle.migration_request` (its preflight, its audit) with `plan=` set; the copy
+limits and the queue hold them (blockmig.limits, asking blockmig.plan_rules whether the plan
+is paused) and the engine pivots them when the plan allows (blockmig.plan_rules).
+
+Each module one concern; callers import from the module that holds the function:
+
+- `build`: plan_build (the host's disks as the inventory saw them, each disk's destination
+  and bytes, the draft saved with its audit event);
+- `actions`: what is done to a built plan: approve (preflight again, then its migrations
+  requested), discard, pause, resume, abort, set_window;
+- `checks`: what a plan must pass: its window, its source and target, and preflight's own
+  checks on every disk over one connection (when it is built, and again when approved);
+- `recording`: a refused action audited then raised, a plan's audit event, and a move
+  through the plan's state machine with its event (what build and actions share).
+"""
