@@ -179,3 +179,24 @@ def test_no_import_cycle_among_blockmig_and_hosts_modules():
 
 def test_the_cycle_finder_sees_a_cycle():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+# A module is one concern a reader takes in at once; past this it is time to split it by
+# concern (as engine/, preflight/, lifecycle/ and the adapter were). "About 350" (issue 10):
+# the settings, one concern, sit just over it.
+MAX_MODULE_LINES = 360
+
+
+def long_modules(found: dict[str, Path], limit: int = MAX_MODULE_LINES) -> list[str]:
+    return [f"{module}: {count} lines" for module, path in found.items() if (count := len(path.read_text().splitlines())) > limit]
+
+
+def test_no_module_is_longer_than_a_reader_takes_in():
+    assert long_modules(modules()) == []
+
+
+def test_the_length_check_sees_a_long_module(tmp_path):
+    short, long = tmp_path / "short.py", tmp_path / "long.py"
+    short.write_text("x = 1\n" * 3)
+    long.write_text("x = 1\n" * 4)
+    assert long_modules({"short": short, "long": long}, limit=3) == ["long: 4 lines"]
