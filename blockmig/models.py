@@ -6,7 +6,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from blockmig.plan_states import PlanState
+from blockmig.plans.states import PlanState
 from blockmig.progress import Progress
 from blockmig.states import ACTIVE_STATES, State
 
@@ -205,7 +205,7 @@ class Plan(models.Model):
     approved_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
-    # Attached by blockmig.plan_selectors.plan_for_page for the plan page (not columns).
+    # Attached by blockmig.plans.selectors.plan_for_page for the plan page (not columns).
     totals: Any
     item_list: list[PlanDisk]
     timeline: list[AuditEvent]
@@ -238,7 +238,7 @@ class PlanDisk(models.Model):
     # Set when the plan ran and its migration could not be requested.
     request_error = models.TextField(blank=True)
 
-    # Attached by blockmig.plan_progress / plan_selectors for the plan page (not columns).
+    # Attached by blockmig.plans.progress / plan_selectors for the plan page (not columns).
     status: str
     migration_row: Migration | None
     progress: Any

@@ -311,7 +311,7 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
-    "ENUM_NAME_OVERRIDES": {"MigrationStateEnum": "blockmig.states.State", "PlanStateEnum": "blockmig.plan_states.PlanState"},
+    "ENUM_NAME_OVERRIDES": {"MigrationStateEnum": "blockmig.states.State", "PlanStateEnum": "blockmig.plans.states.PlanState"},
 }
 
 # --- notifications, metrics and health (issue 12; docs/operations.md) --------------------

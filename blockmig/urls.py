@@ -14,7 +14,6 @@ urlpatterns = [
     path("api/v1/", include("blockmig.api.urls")),
     path("profile/", profile, name="profile"),
     path("profile/tokens/<str:prefix>/revoke/", profile_token_revoke, name="profile_token_revoke"),
-    path("", include("blockmig.plan_urls")),
     path("", include("blockmig.migration_urls")),
     path("", include("hosts.urls")),
 ]

@@ -14,12 +14,12 @@ from blockmig.errors import Refused
 from blockmig.lifecycle import migration_approve, migration_transition
 from blockmig.limits import rules
 from blockmig.models import AuditEvent, Migration, Plan
-from blockmig.plan_building import DiskFacts, bytes_to_copy, destination_for, select_disks, space_problem
-from blockmig.plan_progress import plan_totals
-from blockmig.plan_rules import copy_wait_reason, pivot_allowed_by, plan_paused, window_problem
-from blockmig.plan_states import IllegalPlanTransition, PlanState, plan_next_state
 from blockmig.plans.actions import plan_abort, plan_approve, plan_discard, plan_pause, plan_resume, plan_set_window
 from blockmig.plans.build import plan_build
+from blockmig.plans.building import DiskFacts, bytes_to_copy, destination_for, select_disks, space_problem
+from blockmig.plans.progress import plan_totals
+from blockmig.plans.rules import copy_wait_reason, pivot_allowed_by, plan_paused, window_problem
+from blockmig.plans.states import IllegalPlanTransition, PlanState, plan_next_state
 from hosts.adapter import open_block_jobs
 from tests.plan_factories import GIB, add_migrations, make_host, make_plan
 

@@ -2,7 +2,7 @@
 
 Readiness (invariant 1) is the READY event confirmed by `<mirror ready='yes'>`; progress
 (cur/end) is only for people to look at. A ready migration pivots on an approval, the host's
-auto-pivot policy or its plan (blockmig.plan_rules).
+auto-pivot policy or its plan (blockmig.plans.rules).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from blockmig.engine.start import Starting
 from blockmig.lifecycle import auto_pivot_policy_setter, migration_record_progress
 from blockmig.limits.rules import bandwidth_for
 from blockmig.models import Migration, MigrationDisk, Plan
-from blockmig.plan_rules import pivot_allowed_by, pivot_wait_reason
+from blockmig.plans.rules import pivot_allowed_by, pivot_wait_reason
 from blockmig.progress import add_sample, moving_rate
 from blockmig.states import State
 
@@ -186,7 +186,7 @@ class Monitoring(Starting):
     def pivot_by_plan(self, migration: Migration) -> bool:
         """A ready migration of an evacuation plan pivots once the plan's window is open and
         an approval covers it: the plan's own (when it covers its pivots), one given while
-        the window was shut, or the host's auto-pivot policy (blockmig.plan_rules)."""
+        the window was shut, or the host's auto-pivot policy (blockmig.plans.rules)."""
         if migration.plan_id is None:
             return False
         migration.hypervisor.refresh_from_db(fields=["auto_pivot"])

@@ -8,6 +8,8 @@
   pools (`block_storage`), as the request and plan forms offer them;
 - `bandwidth`: `BandwidthForm`, a running migration's limit;
 - `pivot_policy`: `AutoPivotForm`, a host's pivot policy;
+- `limits`: `CopyLimitsForm`, a host's copy limits;
+- `plan`: `EvacuateForm` and `PlanWindowForm`, an evacuation plan's source, target and window;
 - `audit_filter`: `AuditFilterForm`, the audit trail's filters.
 
 Callers import from the module that defines the name; this package imports nothing.

@@ -12,7 +12,7 @@ from blockmig.errors import Refused
 from blockmig.lifecycle.transitions import StateMoved, migration_transition, publish_on_commit, wake_on_commit
 from blockmig.limits.rules import slot_for
 from blockmig.models import Migration
-from blockmig.plan_rules import pivot_wait_reason
+from blockmig.plans.rules import pivot_wait_reason
 from blockmig.preflight.options import check_bandwidth
 from blockmig.states import State, abort_target, may_approve, may_change_bandwidth
 
@@ -67,7 +67,7 @@ def migration_approve(*, migration: Migration, user) -> Migration:
 
 def _approve_for_window(migration: Migration, user, waiting: str) -> Migration:
     """An approval given while the plan's window is shut: recorded now, the pivot follows
-    when the window opens (the engine asks blockmig.plan_rules)."""
+    when the window opens (the engine asks blockmig.plans.rules)."""
     with transaction.atomic():
         locked = Migration.objects.select_for_update().select_related("hypervisor").get(pk=migration.pk)
         if locked.state != State.READY:

@@ -18,7 +18,7 @@ from blockmig.limits.rules import Wait, slot_for
 from blockmig.live import publish
 from blockmig.models import Migration, MigrationDisk
 from blockmig.notify.outbox import notify_transition
-from blockmig.plan_progress import plan_migration_ended
+from blockmig.plans.progress import plan_migration_ended
 from blockmig.states import TERMINAL_STATES, State, next_state
 from blockmig.wake import wake_workers
 

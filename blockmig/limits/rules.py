@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 from django.db.models import Prefetch
 
 from blockmig.models import Migration, MigrationDisk
-from blockmig.plan_rules import plan_paused
+from blockmig.plans.rules import plan_paused
 from blockmig.preflight.files import destination_root
 from blockmig.states import State
 from hosts.models import Hypervisor
@@ -189,7 +189,7 @@ def root_limit(me: Copy, usage: Usage, ahead: list[Copy]) -> str | None:
 
 
 Condition = Callable[[Copy, Usage, list[Copy]], str | None]
-# plan_paused: a paused evacuation plan starts no new copies (blockmig.plan_rules).
+# plan_paused: a paused evacuation plan starts no new copies (blockmig.plans.rules).
 GATES: list[Condition] = [plan_paused]
 CONDITIONS: list[Condition] = [host_limit, root_limit]
 

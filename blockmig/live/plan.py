@@ -1,7 +1,7 @@
 """The plan page's socket, /ws/plans/<id>/: status with the totals, actions, each disk with
 its live bar, the timeline; the page's own `{% partialdef %}` fragments
 (templates/blockmig/plan_detail.html) from the view's context builder
-(blockmig.plan_views.plan_context), so a pushed fragment is what a reload would show.
+(blockmig.views.plans.plan_context), so a pushed fragment is what a reload would show.
 
 It listens to the plan's group, where the plan's own changes (`plan.changed`) and every
 change of one of its migrations (`migration.changed`, progress included) arrive."""
@@ -10,29 +10,30 @@ from __future__ import annotations
 
 from typing import Any
 
-from blockmig import plan_selectors, plan_views
 from blockmig.live import frames, publish
 from blockmig.live.cache import Shared
 from blockmig.live.consumer import LiveConsumer
 from blockmig.models import Plan
+from blockmig.plans.selectors import plan_for_page
+from blockmig.views.plans import plan_context
 
 FRAGMENTS = ("plan_status", "plan_actions", "plan_disks", "plan_timeline")
 
 
 def plan_page(request: Any, plan_id: int, shared: Shared) -> str | None:
     """The plan page's fragments for `request.user`'s audience; None when the plan is gone.
-    Only the actions fragment depends on the audience (plan_views.plan_actions)."""
+    Only the actions fragment depends on the audience (blockmig.views.plans.plan_actions)."""
 
     def load() -> Plan | None:
         try:
-            return plan_selectors.plan_for_page(plan_id)
+            return plan_for_page(plan_id)
         except Plan.DoesNotExist:
             return None
 
     plan = shared.get(("plan",), load)
     if plan is None:
         return None
-    context = plan_views.plan_context(plan, request.user)
+    context = plan_context(plan, request.user)
     actions = context["actions"]
 
     def fragment(name: str) -> str:

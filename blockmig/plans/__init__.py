@@ -13,8 +13,8 @@ Like blockmig.lifecycle, each commits its state change and audit event in one tr
 and publishes after the commit; each refusal is audited and raised as Refused with a
 message that names what to fix. A plan's migrations are ordinary migrations, requested
 through `lifecycle.migration_request` (its preflight, its audit) with `plan=` set; the copy
-limits and the queue hold them (blockmig.limits, asking blockmig.plan_rules whether the plan
-is paused) and the engine pivots them when the plan allows (blockmig.plan_rules).
+limits and the queue hold them (blockmig.limits, asking blockmig.plans.rules whether the plan
+is paused) and the engine pivots them when the plan allows (blockmig.plans.rules).
 
 Each module one concern; callers import from the module that holds the function:
 
@@ -25,5 +25,11 @@ Each module one concern; callers import from the module that holds the function:
 - `checks`: what a plan must pass: its window, its source and target, and preflight's own
   checks on every disk over one connection (when it is built, and again when approved);
 - `recording`: a refused action audited then raised, a plan's audit event, and a move
-  through the plan's state machine with its event (what build and actions share).
+  through the plan's state machine with its event (what build and actions share);
+- `states`: the plan's state machine (pure);
+- `building`: which disks a plan takes, their destinations, bytes and free space (pure);
+- `rules`: what a plan says about its copies and pivots (paused, window, who approved),
+  asked by the limits, the engine and the approval;
+- `progress`: a plan's totals and its end when its last migration ends;
+- `selectors`: the plans list and one plan's page, read.
 """

@@ -15,11 +15,11 @@ from blockmig import lifecycle
 from blockmig.errors import Refused
 from blockmig.limits.queue_push import queue_changed_on_commit
 from blockmig.models import Migration, Plan, PlanDisk
-from blockmig.plan_progress import plan_changed_on_commit, plan_finish
-from blockmig.plan_rules import window_problem
-from blockmig.plan_states import PlanState, plan_may
 from blockmig.plans.checks import check_window, preflight_plan
+from blockmig.plans.progress import plan_changed_on_commit, plan_finish
 from blockmig.plans.recording import audit_and_refuse, audit_plan, move_plan
+from blockmig.plans.rules import window_problem
+from blockmig.plans.states import PlanState, plan_may
 from blockmig.preflight.records import DiskRequest
 from blockmig.states import ACTIVE_STATES, abort_target
 from blockmig.wake import wake_workers

@@ -1,5 +1,5 @@
 """Building an evacuation plan: the host's disks as the last sync saw them, which of them the
-plan takes (blockmig.plan_building), each one's destination and bytes, its checks
+plan takes (blockmig.plans.building), each one's destination and bytes, its checks
 (blockmig.plans.checks), then the draft saved for review with its audit event. Apart from
 what is done to a built plan (blockmig.plans.actions)."""
 
@@ -13,11 +13,11 @@ from django.db.models import Prefetch
 
 from blockmig.errors import Refused
 from blockmig.models import MigrationDisk, Plan, PlanDisk
-from blockmig.plan_building import SOURCE_DOMAINS, DiskFacts, Selected, bytes_to_copy, destination_for, select_disks
-from blockmig.plan_progress import plan_changed_on_commit
-from blockmig.plan_states import PLAN_UNDER_WAY, PlanState
+from blockmig.plans.building import SOURCE_DOMAINS, DiskFacts, Selected, bytes_to_copy, destination_for, select_disks
 from blockmig.plans.checks import check_source, check_window, preflight_plan
+from blockmig.plans.progress import plan_changed_on_commit
 from blockmig.plans.recording import audit_and_refuse, audit_plan
+from blockmig.plans.states import PLAN_UNDER_WAY, PlanState
 from blockmig.preflight.options import check_options
 from hosts.adapter import uri_is_local
 from hosts.models import ChainLayer, Disk, Hypervisor

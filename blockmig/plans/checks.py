@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from blockmig.errors import Refused
 from blockmig.models import Plan, PlanDisk
-from blockmig.plan_building import SOURCE_DOMAINS, SOURCE_HOST, SOURCE_ROOT, inside, space_problem
+from blockmig.plans.building import SOURCE_DOMAINS, SOURCE_HOST, SOURCE_ROOT, inside, space_problem
 from blockmig.preflight.host import check_disk_movable, check_on_host
 from blockmig.preflight.records import DiskRequest
 from blockmig.preflight.shape import check_destination_shape

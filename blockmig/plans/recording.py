@@ -11,8 +11,8 @@ from django.db import transaction
 from blockmig.audit import audit_record
 from blockmig.errors import Refused
 from blockmig.models import Plan
-from blockmig.plan_progress import plan_changed_on_commit
-from blockmig.plan_states import plan_next_state
+from blockmig.plans.progress import plan_changed_on_commit
+from blockmig.plans.states import plan_next_state
 from hosts.models import Hypervisor
 
 

@@ -7,7 +7,9 @@
 - `request_form`: the request form pages (one disk, or a domain's disks);
 - `dashboard`: the dashboard and its migrations block;
 - `listing`: the migrations list;
-- `pivot_policy`: a host's pivot policy page (its copy limits post to blockmig.limits_views);
+- `pivot_policy`: a host's pivot policy page (its copy limits post to blockmig.views.limits);
+- `limits`: a host's copy limits, posted from the pivot policy page;
+- `plans`: evacuation plans: new (evacuate), list, one plan and its actions, its window;
 - `audit_trail`: the audit trail and its CSV/JSON export.
 
 Views stay thin: reads come from `blockmig.selectors`, writes go through

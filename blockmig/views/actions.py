@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from blockmig import plan_rules, states
+from blockmig import states
 from blockmig.models import Migration
+from blockmig.plans.rules import pivot_covered
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ def available_actions(migration: Migration, user) -> Actions:
         note = "You requested this migration, so another approver must approve its pivot (four eyes)."
     # A plan's migration approved while its window was shut (or covered by the plan's own
     # approval) needs no approval now: the pivot follows when the window opens.
-    covered = migration.plan_id is not None and states.may_approve(state) and plan_rules.pivot_covered(migration)
+    covered = migration.plan_id is not None and states.may_approve(state) and pivot_covered(migration)
     if covered and approver:
         note = covered
     return Actions(

@@ -15,10 +15,11 @@ from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.views.decorators.http import require_POST
 
-from blockmig import lifecycle, plan_rules, progress, selectors
+from blockmig import lifecycle, progress, selectors
 from blockmig.errors import Refused
 from blockmig.forms.bandwidth import BandwidthForm
 from blockmig.models import Migration
+from blockmig.plans.rules import pivot_wait_reason
 from blockmig.preflight.nbd import is_network_destination
 from blockmig.states import State
 from blockmig.views.actions import available_actions
@@ -44,7 +45,7 @@ def migration_context(migration: Migration, user) -> dict:
         ),
         "actions": available_actions(migration, user),
         # A ready migration of an evacuation plan whose window keeps its pivot back.
-        "plan_wait": plan_rules.pivot_wait_reason(migration) if migration.plan_id and migration.state == State.READY else "",
+        "plan_wait": pivot_wait_reason(migration) if migration.plan_id and migration.state == State.READY else "",
         "bandwidth_form": BandwidthForm(initial={"bandwidth_mib": migration.bandwidth_mib}, auto_id="id_bw_%s"),
         "timeline": list(migration.events.all()),
         "disks": disks,

@@ -1,6 +1,6 @@
 """A host's pivot policy page (`/hosts/<name>/policy/`): auto-pivot is set only here, through
 `lifecycle.hypervisor_set_auto_pivot`, which audits it. The copy limits on the same page
-post to blockmig.limits_views.
+post to blockmig.views.limits.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from django.utils.http import url_has_allowed_host_and_scheme
 
 from blockmig import lifecycle
 from blockmig.errors import Refused
+from blockmig.forms.limits import CopyLimitsForm
 from blockmig.forms.pivot_policy import AutoPivotForm
-from blockmig.limits_form import CopyLimitsForm
 from hosts.models import Hypervisor
 from hosts.roles import deny
 

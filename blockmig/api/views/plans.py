@@ -10,15 +10,15 @@ from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from blockmig import plan_selectors
 from blockmig.api.errors import ApiError
 from blockmig.api.idempotency import run_once
 from blockmig.api.serializers import ErrorSerializer
 from blockmig.api.views.base import IDEMPOTENCY, ApiView, Pages
 from blockmig.errors import Refused
 from blockmig.models import Plan, PlanDisk
-from blockmig.plan_states import PlanState
 from blockmig.plans import actions
+from blockmig.plans.selectors import plan_for_page, plans_for_list
+from blockmig.plans.states import PlanState
 
 PLAN_ERRORS = {code: ErrorSerializer for code in (400, 401, 403, 404, 409, 422)}
 
@@ -37,7 +37,7 @@ class PlanDiskSerializer(serializers.ModelSerializer):
 
 
 class PlanSerializer(serializers.ModelSerializer):
-    """`state` takes the values of blockmig.plan_states.PlanState."""
+    """`state` takes the values of blockmig.plans.states.PlanState."""
 
     state = serializers.ChoiceField(choices=PlanState.choices, read_only=True)
     hypervisor = serializers.CharField(source="hypervisor.name", read_only=True)
@@ -80,7 +80,7 @@ class PlanDetailSerializer(PlanSerializer):
 
 def plan_body(request: Request, pk: int) -> Response:
     try:
-        plan = plan_selectors.plan_for_page(pk)
+        plan = plan_for_page(pk)
     except Plan.DoesNotExist:
         raise NotFound(f"No plan #{pk}.") from None
     return Response(PlanDetailSerializer(plan, context={"request": request}).data)
@@ -98,7 +98,7 @@ class PlanList(ApiView, generics.ListAPIView):
             raise ApiError(
                 "invalid", f"Unknown state {state}: one of {', '.join(PlanState.values)}.", {"state": ["Unknown state."]}
             )
-        return plan_selectors.plans_for_list(state)
+        return plans_for_list(state)
 
 
 class PlanDetail(ApiView):

@@ -1,6 +1,6 @@
 """Plan pages: *Evacuate* (build a plan), the plans list, a plan's page and its actions.
 
-Thin, like blockmig.views: reads from blockmig.plan_selectors, writes through
+Thin, like blockmig.views: reads from blockmig.plans.selectors, writes through
 blockmig.plans (build, actions), whose Refused.message is what the person sees. Which
 buttons a user gets is decided in `plan_actions` from the plan's state machine and the
 roles; the plans package decides again (and audits a refusal) when one is pressed.
@@ -21,14 +21,14 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.template.response import TemplateResponse
 from django.views.decorators.http import require_POST
 
-from blockmig import plan_selectors
 from blockmig.errors import Refused
+from blockmig.forms.plan import EvacuateForm, PlanWindowForm
 from blockmig.models import Plan
-from blockmig.plan_forms import EvacuateForm, PlanWindowForm
-from blockmig.plan_rules import window_problem
-from blockmig.plan_states import PlanState, plan_may
 from blockmig.plans import actions
 from blockmig.plans.build import plan_build
+from blockmig.plans.rules import window_problem
+from blockmig.plans.selectors import disk_directories, plan_for_page, plans_for_list
+from blockmig.plans.states import PlanState, plan_may
 from hosts.models import Hypervisor
 from hosts.roles import deny
 
@@ -99,7 +99,7 @@ def plan_new(request: HttpRequest, name: str) -> HttpResponse:
     if not request.user.has_perm("blockmig.add_plan"):
         deny("blockmig.add_plan", "Building an evacuation plan")
     hypervisor = get_object_or_404(Hypervisor, name=name)
-    directories = plan_selectors.disk_directories(hypervisor)
+    directories = disk_directories(hypervisor)
     initial: dict[str, object] = {}
     if request.GET.get("root"):
         initial = {"source_kind": Plan.Source.ROOT, "source_root": request.GET["root"]}
@@ -132,7 +132,7 @@ def plan_list(request: HttpRequest) -> HttpResponse:
     state = request.GET.get("state", "")
     if state not in PlanState.values:
         state = ""
-    page = Paginator(plan_selectors.plans_for_list(state), PLANS_PER_PAGE).get_page(request.GET.get("page"))
+    page = Paginator(plans_for_list(state), PLANS_PER_PAGE).get_page(request.GET.get("page"))
     return render(
         request,
         "blockmig/plan_list.html",
@@ -150,7 +150,7 @@ def plan_detail(request: HttpRequest, pk: int) -> HttpResponse:
     if not request.user.has_perm("blockmig.view_plan"):
         deny("blockmig.view_plan", "Seeing evacuation plans")
     try:
-        plan = plan_selectors.plan_for_page(pk)
+        plan = plan_for_page(pk)
     except Plan.DoesNotExist:
         raise Http404("No such plan.") from None
     template = "blockmig/plan_detail.html"

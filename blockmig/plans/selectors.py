@@ -9,7 +9,7 @@ from django.db.models import Count, Q, QuerySet
 
 from blockmig import progress
 from blockmig.models import AuditEvent, Migration, Plan
-from blockmig.plan_progress import PlanTotals, plan_totals
+from blockmig.plans.progress import PlanTotals, plan_totals
 from blockmig.selectors import with_words
 from hosts.models import ChainLayer, Hypervisor
 

@@ -15,7 +15,7 @@ from django.utils import timezone
 from django.utils.formats import date_format
 
 from blockmig.models import Migration, Plan
-from blockmig.plan_states import PlanState
+from blockmig.plans.states import PlanState
 
 
 def _when(moment: datetime) -> str:

@@ -18,7 +18,7 @@ from blockmig import progress
 from blockmig.audit import audit_record
 from blockmig.live import publish
 from blockmig.models import Migration, Plan, PlanDisk
-from blockmig.plan_states import PlanState
+from blockmig.plans.states import PlanState
 from blockmig.states import ACTIVE_STATES, State
 
 # How each disk of a plan reads on its page, from its migration's state.

@@ -8,9 +8,9 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from blockmig.errors import Refused
+from blockmig.forms.limits import CopyLimitsForm
 from blockmig.forms.pivot_policy import AutoPivotForm
 from blockmig.limits.setting import hypervisor_set_limits, may_set_limits
-from blockmig.limits_form import CopyLimitsForm
 from hosts.models import Hypervisor
 from hosts.roles import deny
 
