@@ -238,7 +238,7 @@ class PlanDisk(models.Model):
     # Set when the plan ran and its migration could not be requested.
     request_error = models.TextField(blank=True)
 
-    # Attached by blockmig.plans.progress / plan_selectors for the plan page (not columns).
+    # Attached by blockmig.plans.progress / plans.selectors for the plan page (not columns).
     status: str
     migration_row: Migration | None
     progress: Any
