@@ -5,7 +5,7 @@
 (a) bare: for every host, the libvirt calls a sync makes (open, host facts, listAllDomains
     x3, getAllDomainStats, and one XMLDesc per domain for a first sync; none for a
     steady-state resync), nothing done with the answers, on a thread pool of the same size.
-(b) blockmig: hosts.sync.fleet_sync over the same hosts (libvirt, parsing, the database),
+(b) blockmig: hosts.sync.fleet.fleet_sync over the same hosts (libvirt, parsing, the database),
     first sync and steady-state resync. Wall time for the whole fleet; ratio = (b) / (a).
 The hosts are libvirt test-driver node files (hosts.testnode), so the database and Python
 work are measured against libvirt itself without any network in between. A throwaway
