@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 import threading
+from datetime import timedelta
 
 import pytest
 from django.db import connection
 from django.test import Client
+from django.utils import timezone
 
 from blockmig.api.models import IdempotencyRecord
 from blockmig.api.tokens import token_create
@@ -91,6 +93,23 @@ def test_without_a_key_each_post_runs(setup):
         post(tokens["operator"], f"/api/v1/migrations/{m.pk}/bandwidth/", {"bandwidth_mib": value}, key=None)
     assert AuditEvent.objects.filter(migration=m, event_type="bandwidth_changed").count() == 2
     assert IdempotencyRecord.objects.count() == 0
+
+
+def test_expired_records_of_every_user_are_purged_and_a_key_can_be_used_again(setup, users, settings):
+    migration, tokens = setup
+    m = migration()
+    url = f"/api/v1/migrations/{m.pk}/bandwidth/"
+    assert post(tokens["operator"], url, {"bandwidth_mib": 40}, key="old").status_code == 200
+    assert post(tokens["approver"], url, {"bandwidth_mib": 41}, key="idle").status_code == 403  # stored like a success
+    past = timezone.now() - timedelta(hours=settings.BLOCKMIG_API_IDEMPOTENCY_HOURS, minutes=1)
+    IdempotencyRecord.objects.update(created_at=past)
+    assert post(tokens["operator"], url, {"bandwidth_mib": 42}, key="new").status_code == 200
+    # The approver's expired record went too, though the approver never called again.
+    assert sorted(IdempotencyRecord.objects.values_list("key", flat=True)) == ["new"]
+    # An expired key is free again: the same key with another body runs instead of a 422.
+    assert post(tokens["operator"], url, {"bandwidth_mib": 43}, key="old").status_code == 200
+    m.refresh_from_db()
+    assert m.bandwidth_mib == 43
 
 
 @pytest.mark.django_db(transaction=True)

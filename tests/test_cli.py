@@ -216,6 +216,27 @@ def test_watch_draws_progress_and_exits_by_the_end(login, inventory, users, caps
     assert out == (f"Migration #{m.pk} completed\n" if end == State.COMPLETED else f"Migration #{m.pk} failed: disk full\n")
 
 
+def test_watch_of_a_queued_migration_says_its_place_and_what_it_waits_for(login, inventory, users, capsys):
+    for _ in range(2):  # the host's default limit: two copies at once
+        migration(inventory, users["operator"], State.COPYING, bytes_done=GIB // 2, bytes_total=GIB)
+    queued = migration(inventory, users["operator"], State.QUEUED)
+    login("viewer")
+
+    def aborted():
+        time.sleep(0.5)
+        Migration.objects.filter(pk=queued.pk).update(state=State.ABORTED)
+
+    worker = threading.Thread(target=aborted)
+    worker.start()
+    try:
+        code, out, err = run(capsys, "watch", queued.pk)
+    finally:
+        worker.join()
+    assert code == exits.MIGRATION_FAILED  # aborted: the copy did not happen
+    assert "queued, position 1: 2 copies already run on" in err
+    assert out == f"Migration #{queued.pk} aborted\n"
+
+
 def test_audit_since_as_json_and_csv(login, inventory, users, capsys):
     m = migration(inventory, users["operator"], State.READY)
     login("approver")

@@ -12,9 +12,11 @@ import itertools
 from datetime import timedelta
 
 import pytest
+from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
+from blockmig.api.tokens import token_create
 from blockmig.errors import Refused
 from blockmig.leases import lease_claim_next, lease_release
 from blockmig.lifecycle import migration_abort, migration_start_or_queue, migration_transition
@@ -355,3 +357,20 @@ def test_migration_page_and_dashboard_show_the_queue_position_and_reason(make, c
     assert f"next slot when #{busy.pk} finishes" in dashboard
     listing = client.get(reverse("migration_list") + "?state=queued").content.decode()
     assert f"1st in the queue: 2 copies already run on local (limit 2); next slot when #{busy.pk} finishes" in listing
+
+
+def test_the_api_gives_a_queued_migration_its_place_and_reason_and_others_none(make, users):
+    make(State.COPYING)
+    busy = make(State.COPYING, bytes_done=50, bytes_total=100)
+    first, second = make(State.QUEUED), make(State.QUEUED)
+    _, token = token_create(user=users["viewer"], name="queue-watcher")
+    headers = {"Authorization": f"Bearer {token}"}
+    detail = Client().get(f"/api/v1/migrations/{second.pk}/", headers=headers).json()
+    assert detail["state"] == "queued"
+    assert detail["queue"]["position"] == 2
+    assert detail["queue"]["reason"] == f"2 copies already run on local (limit 2); next slot when #{busy.pk} finishes"
+    assert detail["queue"]["waits_for"] == list(rules.slot_for(fresh(second)).behind) != []  # the rule's own answer
+    rows = Client().get("/api/v1/migrations/", headers=headers).json()["results"]
+    queues = {row["id"]: row["queue"] for row in rows}
+    assert queues[first.pk]["position"] == 1
+    assert queues[busy.pk] is None

@@ -146,6 +146,12 @@ class ActionsSerializer(serializers.Serializer):
     approve_note = serializers.CharField()
 
 
+class QueueSerializer(serializers.Serializer):
+    position = serializers.IntegerField(help_text="1 = the next copy to start on this host.")
+    reason = serializers.CharField(help_text="Which limit holds it back and what it waits for, as the page says it.")
+    waits_for = serializers.ListField(child=serializers.IntegerField(), help_text="The migrations whose end frees its slot.")
+
+
 class MigrationSerializer(serializers.ModelSerializer):
     """`state` takes the values of blockmig.states.State (new states appear there first)."""
 
@@ -157,13 +163,14 @@ class MigrationSerializer(serializers.ModelSerializer):
     progress = serializers.SerializerMethodField()
     disks = MigrationDiskSerializer(many=True, read_only=True)
     actions = serializers.SerializerMethodField(help_text="What the calling user may do now.")
+    queue = serializers.SerializerMethodField(help_text="A queued migration's place and reason; null otherwise.")
 
     class Meta:
         model = Migration
         fields = [
             "id", "hypervisor", "domain_uuid", "domain_name", "state", "phase", "mode", "dest_format",
             "reuse_destination", "bandwidth_mib", "synchronous_writes", "granularity", "buf_size",
-            "requested_by", "approved_by", "failure_reason", "progress", "disks", "actions",
+            "requested_by", "approved_by", "failure_reason", "progress", "disks", "actions", "queue",
             "created_at", "ready_at", "finished_at",
         ]  # fmt: skip
         read_only_fields = fields
@@ -171,6 +178,14 @@ class MigrationSerializer(serializers.ModelSerializer):
     @extend_schema_field(ProgressSerializer)
     def get_progress(self, migration: Migration) -> dict:
         return progress_of(migration.progress)
+
+    @extend_schema_field(QueueSerializer(allow_null=True))
+    def get_queue(self, migration: Migration) -> dict | None:
+        # Attached by selectors.with_progress, from the limits' own rule (blockmig.limits.rules).
+        wait = getattr(migration, "wait", None)
+        if wait is None:
+            return None
+        return {"position": wait.position, "reason": wait.reason, "waits_for": list(wait.behind)}
 
     @extend_schema_field(ActionsSerializer)
     def get_actions(self, migration: Migration) -> dict:

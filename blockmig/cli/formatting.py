@@ -32,7 +32,11 @@ def format_eta(seconds: float | None) -> str:
 
 
 def progress_line(migration: dict) -> str:
-    """`[#######.......]  50.0 %  512.0 MiB of 1.0 GiB  64.0 MiB/s  ETA 8 s  copying`"""
+    """`[#######.......]  50.0 %  512.0 MiB of 1.0 GiB  64.0 MiB/s  ETA 8 s  copying`; a queued
+    migration says its place and what it waits for instead (no bar: nothing copies yet)."""
+    queue = migration.get("queue")
+    if queue:
+        return f"queued, position {queue['position']}: {queue['reason']}"
     p = migration["progress"]
     percent = p.get("percent")
     filled = round(BAR_WIDTH * (percent or 0) / 100)
