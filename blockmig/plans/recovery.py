@@ -94,7 +94,8 @@ def plan_continue(*, plan: Plan, user) -> Plan:
         audit_and_refuse(user=user, hypervisor=plan.hypervisor, action="plan_continue", plan=plan,
                          message="Only a user with the approver role can continue an evacuation plan.")  # fmt: skip
     with transaction.atomic():
-        locked = Plan.objects.select_for_update().select_related("hypervisor", "approved_by").get(pk=plan.pk)
+        # Only the plan's row: PostgreSQL refuses FOR UPDATE on the nullable approver's side.
+        locked = Plan.objects.select_for_update(of=("self",)).select_related("hypervisor", "approved_by").get(pk=plan.pk)
         problem = continue_problem(locked)
         if not problem:
             linked = _link_orphans(locked)
