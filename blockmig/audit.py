@@ -50,6 +50,7 @@ class EventType(models.TextChoices):
     PLAN_CREATED = "plan_created", "Evacuation plan built"
     PLAN_APPROVED = "plan_approved", "Evacuation plan approved"
     PLAN_DISCARDED = "plan_discarded", "Evacuation plan discarded"
+    PLAN_CONTINUED = "plan_continued", "Evacuation plan continued after an interruption"
     PLAN_RUNNING = "plan_running", "Evacuation plan running"
     PLAN_PAUSED = "plan_paused", "Evacuation plan paused"
     PLAN_RESUMED = "plan_resumed", "Evacuation plan resumed"

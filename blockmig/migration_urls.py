@@ -21,6 +21,7 @@ urlpatterns = [
     path("plans/", plans.plan_list, name="plan_list"),
     path("plans/<int:pk>/", plans.plan_detail, name="plan_detail"),
     path("plans/<int:pk>/approve/", plans.plan_approve, name="plan_approve"),
+    path("plans/<int:pk>/continue/", plans.plan_continue, name="plan_continue"),
     path("plans/<int:pk>/discard/", plans.plan_discard, name="plan_discard"),
     path("plans/<int:pk>/pause/", plans.plan_pause, name="plan_pause"),
     path("plans/<int:pk>/resume/", plans.plan_resume, name="plan_resume"),

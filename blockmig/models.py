@@ -203,6 +203,10 @@ class Plan(models.Model):
     free_at_target = models.BigIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     approved_at = models.DateTimeField(null=True, blank=True)
+    # The last sign of life of the process requesting the plan's migrations (plan_approve,
+    # plan_continue): set as it starts and before each domain. An approved plan quiet for
+    # longer than blockmig.plans.recovery.CONTINUE_AFTER lost that process.
+    requested_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
     # Attached by blockmig.plans.selectors.plan_for_page for the plan page (not columns).

@@ -1,23 +1,26 @@
 """The plan page's socket (/ws/plans/<id>/): catch-up on connect, every progress change of one
 of the plan's migrations redraws its bar and the totals, the plan's own changes (pause) redraw
-its status and actions; a viewer gets no buttons. Real Redis and the real ASGI application;
+its status and actions; a viewer gets no buttons; Continue reaches approvers only. Real Redis and the real ASGI application;
 rows are made directly, so no libvirt is needed."""
 
 from __future__ import annotations
 
 import os
 import re
+from datetime import timedelta
 
 import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.test import Client
+from django.utils import timezone
 
 from blockmig.asgi import application
 from blockmig.live import cache, publish
 from blockmig.live.consumer import CLOSE_NOT_FOUND
 from blockmig.models import Migration, MigrationDisk
 from blockmig.plans.actions import plan_pause
+from blockmig.plans.recovery import CONTINUE_AFTER, plan_continue
 from tests.plan_factories import GIB, add_migrations, make_plan
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -109,3 +112,24 @@ async def test_socket_for_a_missing_plan_closes_as_not_found(users):
     if connected:
         code = (await comm.receive_output(timeout=TIMEOUT)).get("code")
     assert code == CLOSE_NOT_FOUND
+
+
+async def test_continue_is_pushed_to_approvers_only_and_goes_once_the_plan_runs(users):
+    quiet = timezone.now() - CONTINUE_AFTER - timedelta(seconds=5)
+
+    def interrupted():
+        plan = make_plan(users["operator"], state="approved", approved_by=users["approver"], approved_at=quiet,
+                         requested_at=quiet)  # fmt: skip
+        add_migrations(plan, ["requested"])
+        return plan
+
+    plan = await sync_to_async(interrupted)()
+    viewer = await connect(f"/ws/plans/{plan.pk}/", users["viewer"])
+    assert f"Continue plan #{plan.pk}" not in await viewer.receive_from(timeout=TIMEOUT)
+    approver = await connect(f"/ws/plans/{plan.pk}/", users["approver"])
+    assert f"Continue plan #{plan.pk}" in await approver.receive_from(timeout=TIMEOUT)
+    await sync_to_async(plan_continue)(plan=plan, user=users["approver"])
+    frame = await frame_until(approver, lambda f: 'mig-state--running">Running<' in f)
+    assert f"Continue plan #{plan.pk}" not in frame
+    await viewer.disconnect()
+    await approver.disconnect()

@@ -28,6 +28,7 @@ urlpatterns = [
     path("plans/", plans.PlanList.as_view(), name="plan_list"),
     path("plans/<int:pk>/", plans.PlanDetail.as_view(), name="plan_detail"),
     path("plans/<int:pk>/approve/", plans.PlanApprove.as_view(), name="plan_approve"),
+    path("plans/<int:pk>/continue/", plans.PlanContinue.as_view(), name="plan_continue"),
     path("schema/", login_not_required(SpectacularAPIView.as_view()), name="schema"),
     path(
         "docs/",

@@ -4,7 +4,10 @@ its live bar, the timeline; the page's own `{% partialdef %}` fragments
 (blockmig.views.plans.plan_context), so a pushed fragment is what a reload would show.
 
 It listens to the plan's group, where the plan's own changes (`plan.changed`) and every
-change of one of its migrations (`migration.changed`, progress included) arrive."""
+change of one of its migrations (`migration.changed`, progress included) arrive. One action
+appears by time alone: *Continue* on a plan whose approval stopped, once it has been quiet
+for blockmig.plans.recovery.CONTINUE_AFTER; no event announces that, so the consumer's
+periodic resync (RESYNC_SECONDS) is what re-renders the actions and shows it."""
 
 from __future__ import annotations
 

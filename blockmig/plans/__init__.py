@@ -4,6 +4,7 @@
                pivot_policy="each", source_root="", domain_uuids=(), window_start=None,
                window_end=None) -> Plan                        # operator; preflight of the whole plan
     plan_approve(*, plan, user) -> Plan                          # approver, not the author
+    plan_continue(*, plan, user) -> Plan                         # approver; an interrupted approval
     plan_discard(*, plan, user) -> Plan                          # a draft nobody will run
     plan_pause(*, plan, user) / plan_resume(*, plan, user) -> Plan   # operator
     plan_abort(*, plan, user) -> Plan                            # aborts each active migration
@@ -22,6 +23,8 @@ Each module one concern; callers import from the module that holds the function:
   and bytes, the draft saved with its audit event);
 - `actions`: what is done to a built plan: approve (preflight again, then its migrations
   requested), discard, pause, resume, abort, set_window;
+- `recovery`: plan_continue, for a plan left approved by a process that died while
+  requesting its migrations (only the disks without one are requested, then it runs);
 - `checks`: what a plan must pass: its window, its source and target, and preflight's own
   checks on every disk over one connection (when it is built, and again when approved);
 - `recording`: a refused action audited then raised, a plan's audit event, and a move

@@ -1,6 +1,8 @@
 """What is done to a built evacuation plan: approve (four eyes; preflight again, then its
 migrations requested through the lifecycle), discard, pause, resume, abort, and a change of
-its maintenance window. Apart from building one (blockmig.plans.build)."""
+its maintenance window. Apart from building one (blockmig.plans.build) and continuing an
+interrupted approval (blockmig.plans.recovery, which reuses the approval's tail,
+`request_and_run`)."""
 
 from __future__ import annotations
 
@@ -31,10 +33,11 @@ __all__ = [
     "plan_pause",
     "plan_resume",
     "plan_set_window",
+    "request_and_run",
 ]
 
 
-def _load(plan: Plan) -> Plan:
+def load_plan(plan: Plan) -> Plan:
     return Plan.objects.select_related("hypervisor", "author", "approved_by").get(pk=plan.pk)
 
 
@@ -42,7 +45,7 @@ def plan_approve(*, plan: Plan, user, timeout: float = 10.0) -> Plan:
     """Four eyes: an approver who is not the author. The whole plan is preflighted again
     (time passed since it was built); then each domain's disks are requested as one
     migration, and the plan runs."""
-    plan = _load(plan)
+    plan = load_plan(plan)
     host = plan.hypervisor
 
     def refuse(message: str):
@@ -65,6 +68,7 @@ def plan_approve(*, plan: Plan, user, timeout: float = 10.0) -> Plan:
         problem = "Since the plan was built: " + " ".join(changed) + " Build the plan again."
     if problem:
         refuse(problem)
+    now = timezone.now()
     with transaction.atomic():
         plan = move_plan(
             plan,
@@ -73,23 +77,39 @@ def plan_approve(*, plan: Plan, user, timeout: float = 10.0) -> Plan:
             user=user,
             details={"approved_by": user.get_username(), "free_at_target": free},
             approved_by=user,
-            approved_at=timezone.now(),
+            approved_at=now,
+            requested_at=now,
         )
+    return request_and_run(plan, moving)
+
+
+def request_and_run(plan: Plan, moving: list[PlanDisk]) -> Plan:
+    """What follows the approval of a plan: its migrations requested, then the plan runs
+    (or is done, when nothing is active). Also how an interrupted approval is continued
+    (blockmig.plans.recovery.plan_continue), with the disks still without a migration."""
     _request_migrations(plan, moving)
     with transaction.atomic():
-        plan = move_plan(plan, PlanState.RUNNING, event_type="plan_running", details={"migrations": plan.migrations.count()})
+        locked = Plan.objects.select_for_update().select_related("hypervisor").get(pk=plan.pk)
+        if locked.state != PlanState.APPROVED:
+            return load_plan(plan)  # aborted meanwhile: the abort ends it
+        plan = move_plan(locked, PlanState.RUNNING, event_type="plan_running", details={"migrations": plan.migrations.count()})
         if not Migration.objects.filter(plan=plan, state__in=[s.value for s in ACTIVE_STATES]).exists():
             plan_finish(plan)  # every request was refused, or everything ended already
-    return _load(plan)
+    return load_plan(plan)
 
 
 def _request_migrations(plan: Plan, moving: list[PlanDisk]) -> None:
     """One migration per domain (its disks pivot together), through the request form's own
-    lifecycle function; a refusal is recorded on the plan's disks and the rest go on."""
+    lifecycle function; a refusal is recorded on the plan's disks and the rest go on.
+    Before each domain the plan's `requested_at` is touched: the sign of life that keeps
+    Continue from racing a slow request (blockmig.plans.recovery); no row touched means the
+    plan is no longer approved (aborted meanwhile), so nothing more is requested."""
     by_domain: dict[str, list[PlanDisk]] = defaultdict(list)
     for item in moving:
         by_domain[item.domain_uuid].append(item)
     for uuid, found in by_domain.items():
+        if not Plan.objects.filter(pk=plan.pk, state=PlanState.APPROVED).update(requested_at=timezone.now()):
+            return
         try:
             migration = lifecycle.migration_request(
                 user=plan.author,
@@ -101,7 +121,10 @@ def _request_migrations(plan: Plan, moving: list[PlanDisk]) -> None:
             )
         except Refused as refused:
             with transaction.atomic():
-                PlanDisk.objects.filter(pk__in=[i.pk for i in found]).update(request_error=refused.message)
+                # A disk that got its migration meanwhile (a second request racing this
+                # one, refused by the lifecycle) keeps it and shows no error.
+                unrequested = PlanDisk.objects.filter(pk__in=[i.pk for i in found], migration__isnull=True)
+                unrequested.update(request_error=refused.message)
                 audit_plan(
                     plan,
                     "plan_migration_refused",
@@ -113,7 +136,7 @@ def _request_migrations(plan: Plan, moving: list[PlanDisk]) -> None:
 
 
 def plan_discard(*, plan: Plan, user) -> Plan:
-    plan = _load(plan)
+    plan = load_plan(plan)
     if not user.has_perm("blockmig.change_plan") and not user.has_perm("blockmig.approve_plan"):
         audit_and_refuse(user=user, hypervisor=plan.hypervisor, action="plan_discard", plan=plan,
                 message="You need the operator or approver role to discard a plan.")  # fmt: skip
@@ -125,7 +148,7 @@ def plan_discard(*, plan: Plan, user) -> Plan:
 
 
 def _pause_or_resume(plan: Plan, user, *, to: str, action: str, event_type: str) -> Plan:
-    plan = _load(plan)
+    plan = load_plan(plan)
     if not user.has_perm("blockmig.change_plan"):
         audit_and_refuse(user=user, hypervisor=plan.hypervisor, action=action, plan=plan,
                 message=f"You need the operator role to {action.removeprefix('plan_')} a plan.")  # fmt: skip
@@ -157,7 +180,7 @@ def plan_abort(*, plan: Plan, user) -> Plan:
     """Abort every migration of the plan that has not pivoted (through the lifecycle: each
     audited, each guest stays on its source); the plan is aborted when the last one ends.
     Migrations already pivoting finish."""
-    plan = _load(plan)
+    plan = load_plan(plan)
     if not user.has_perm("blockmig.abort_migration"):
         audit_and_refuse(user=user, hypervisor=plan.hypervisor, action="plan_abort", plan=plan,
                 message="You need the operator or approver role to abort a plan.")  # fmt: skip
@@ -184,13 +207,13 @@ def plan_abort(*, plan: Plan, user) -> Plan:
             and not Migration.objects.filter(plan=plan, state__in=[s.value for s in ACTIVE_STATES]).exists()
         ):
             plan_finish(locked)
-    return _load(plan)
+    return load_plan(plan)
 
 
 def plan_set_window(*, plan: Plan, user, window_start: datetime | None, window_end: datetime | None) -> Plan:
     """Before the review its author (an operator) may change the window; once approved,
     only an approver may, since the window is part of what was approved."""
-    plan = _load(plan)
+    plan = load_plan(plan)
     approved = plan.state != PlanState.DRAFT
     perm = "blockmig.approve_plan" if approved else "blockmig.change_plan"
     if not user.has_perm(perm):
@@ -225,4 +248,4 @@ def plan_set_window(*, plan: Plan, user, window_start: datetime | None, window_e
         # Ready migrations re-check at their next look (the engine polls every half second).
         for migration_id in Migration.objects.filter(plan=plan, state="ready").values_list("pk", flat=True):
             transaction.on_commit(functools.partial(wake_workers, migration_id))
-    return _load(plan)
+    return load_plan(plan)

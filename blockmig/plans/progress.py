@@ -112,7 +112,7 @@ def plan_migration_ended(plan_id: int) -> None:
     plan = Plan.objects.select_for_update().select_related("hypervisor").get(pk=plan_id)
     plan_changed_on_commit(plan.pk)
     if plan.state not in (PlanState.RUNNING, PlanState.PAUSED, PlanState.ABORTING):
-        return  # still requesting its migrations (approved): plan_approve finishes it
+        return  # still requesting its migrations (approved): plan_approve or plan_continue finishes it
     if Migration.objects.filter(plan_id=plan_id, state__in=[s.value for s in ACTIVE_STATES]).exists():
         return
     plan_finish(plan)

@@ -3,6 +3,10 @@
 A plan is built as a draft, approved once (four eyes), then runs its migrations; pausing
 stops new copies from starting (copies already running go on), aborting aborts every
 migration that has not pivoted. It is done when each of its migrations has ended.
+
+`approved` is the short step in which the approval requests the plan's migrations; a plan
+that stays there lost the process doing it, and an approver continues it
+(blockmig.plans.recovery): no new transition, the same way on to running or done.
 """
 
 from __future__ import annotations
@@ -48,3 +52,9 @@ def plan_next_state(current: str, target: str) -> PlanState:
 
 def plan_may(state: str, target: str) -> bool:
     return PlanState(target) in PLAN_TRANSITIONS[PlanState(state)]
+
+
+def plan_may_continue(state: str) -> bool:
+    """Only an approved plan is still requesting its migrations; once running, paused or
+    over, every domain has had its request."""
+    return PlanState(state) == PlanState.APPROVED

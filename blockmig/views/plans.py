@@ -24,7 +24,7 @@ from django.views.decorators.http import require_POST
 from blockmig.errors import Refused
 from blockmig.forms.plan import EvacuateForm, PlanWindowForm
 from blockmig.models import Plan
-from blockmig.plans import actions
+from blockmig.plans import actions, recovery
 from blockmig.plans.build import plan_build
 from blockmig.plans.rules import window_problem
 from blockmig.plans.selectors import disk_directories, plan_for_page, plans_for_list
@@ -39,6 +39,7 @@ FRAGMENTS = {"plan_status", "plan_actions", "plan_disks", "plan_timeline"}
 @dataclass(frozen=True)
 class PlanActions:
     approve: bool = False
+    continue_plan: bool = False
     discard: bool = False
     pause: bool = False
     resume: bool = False
@@ -49,7 +50,7 @@ class PlanActions:
 
     @property
     def any(self) -> bool:
-        return self.approve or self.discard or self.pause or self.resume or self.abort or self.window
+        return self.approve or self.continue_plan or self.discard or self.pause or self.resume or self.abort or self.window
 
 
 def plan_actions(plan: Plan, user) -> PlanActions:
@@ -61,6 +62,9 @@ def plan_actions(plan: Plan, user) -> PlanActions:
     window_perm = "blockmig.approve_plan" if not draft else "blockmig.change_plan"
     return PlanActions(
         approve=approver and not own and draft,
+        # Offered by the rule plan_continue applies, so the button shows only when it would be
+        # accepted (it appears by time: the live page's 60 s resync re-renders it).
+        continue_plan=approver and not recovery.continue_problem(plan),
         discard=draft and (operator or approver),
         pause=operator and plan_may(state, PlanState.PAUSED),
         resume=operator and plan_may(state, PlanState.RUNNING) and state == PlanState.PAUSED,
@@ -81,6 +85,7 @@ def plan_context(plan: Plan, user) -> dict:
         "items": plan.item_list,
         "moving": [i for i in plan.item_list if not i.blocked_reason],
         "staying": [i for i in plan.item_list if i.blocked_reason],
+        "unrequested": recovery.unrequested(plan) if plan.state == PlanState.APPROVED else [],
         "timeline": plan.timeline,
         "actions": plan_actions(plan, user),
         "window_note": window_problem(plan) if plan.state not in (PlanState.DONE, PlanState.ABORTED) else "",
@@ -185,6 +190,12 @@ def _action(request, pk: int, perm: str, call, done: str) -> HttpResponse:
 def plan_approve(request: HttpRequest, pk: int) -> HttpResponse:
     return _action(request, pk, "blockmig.approve_plan", lambda p: actions.plan_approve(plan=p, user=request.user),
                    "Approved: the plan's migrations are requested and copy within the host's limits.")  # fmt: skip
+
+
+@require_POST
+def plan_continue(request: HttpRequest, pk: int) -> HttpResponse:
+    return _action(request, pk, "blockmig.approve_plan", lambda p: recovery.plan_continue(plan=p, user=request.user),
+                   "Continued: the disks without a migration are requested, and the plan runs.")  # fmt: skip
 
 
 @require_POST

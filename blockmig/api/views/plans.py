@@ -1,6 +1,7 @@
-"""Evacuation plans through the API: list, one plan with its disks and totals, approve.
-Building, pausing and aborting a plan stay on the pages for now (docs/api.md). The approval
-is `blockmig.plans.actions.plan_approve`, the plan page's own: four eyes, preflight again."""
+"""Evacuation plans through the API: list, one plan with its disks and totals, approve, and
+continue an interrupted approval. Building, pausing and aborting a plan stay on the pages for
+now (docs/api.md). The approval is `blockmig.plans.actions.plan_approve`, the plan page's own
+(four eyes, preflight again); continuing is `blockmig.plans.recovery.plan_continue`."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from blockmig.api.serializers import ErrorSerializer
 from blockmig.api.views.base import IDEMPOTENCY, ApiView, Pages
 from blockmig.errors import Refused
 from blockmig.models import Plan, PlanDisk
-from blockmig.plans import actions
+from blockmig.plans import actions, recovery
 from blockmig.plans.selectors import plan_for_page, plans_for_list
 from blockmig.plans.states import PlanState
 
@@ -128,4 +129,24 @@ class PlanApprove(ApiView):
                 raise ApiError("four_eyes", refused.message) from None
             plan.refresh_from_db()
             raise ApiError("wrong_state" if plan.state != PlanState.DRAFT else "refused", refused.message) from None
+        return plan_body(request, pk)
+
+
+class PlanContinue(ApiView):
+    @extend_schema(request=None, parameters=[IDEMPOTENCY], responses={200: PlanDetailSerializer, **PLAN_ERRORS},
+                   summary="Continue a plan whose approval was interrupted: only its disks without a migration are requested")  # fmt: skip
+    def post(self, request: Request, pk: int) -> Response:
+        return run_once(request, lambda: self._continue(request, pk), self.handle_exception)
+
+    def _continue(self, request: Request, pk: int) -> Response:
+        plan = Plan.objects.filter(pk=pk).first()
+        if plan is None:
+            raise NotFound(f"No plan #{pk}.")
+        try:
+            recovery.plan_continue(plan=plan, user=request.user)
+        except Refused as refused:
+            if not request.user.has_perm("blockmig.approve_plan"):
+                raise ApiError("permission_denied", refused.message) from None
+            plan.refresh_from_db()
+            raise ApiError("too_soon" if plan.state == PlanState.APPROVED else "wrong_state", refused.message) from None
         return plan_body(request, pk)
