@@ -91,3 +91,47 @@ def test_approval_preflights_again_and_an_unreachable_host_refuses(users, as_rol
     plan.refresh_from_db()
     assert plan.state == "draft"
     assert json.loads(response.content)["error"]["message"]
+
+
+def post(headers: dict, url: str):
+    return Client().post(url, "{}", content_type="application/json", headers=headers)
+
+
+def test_an_operator_pauses_and_resumes_a_running_plan_through_the_api(users, as_role):
+    plan = make_plan(users["operator"], state="running")
+    add_migrations(plan, ["copying", "queued"], done=GIB // 2)
+    operator = as_role("operator")
+    paused = post(operator, f"/api/v1/plans/{plan.pk}/pause/")
+    assert paused.status_code == 200 and paused.json()["state"] == "paused"
+    again = post(operator, f"/api/v1/plans/{plan.pk}/pause/")
+    assert again.status_code == 409 and again.json()["error"]["code"] == "wrong_state"
+    assert again.json()["error"]["message"] == f"Plan #{plan.pk} is paused: only a running plan can be paused."
+    assert post(operator, f"/api/v1/plans/{plan.pk}/resume/").json()["state"] == "running"
+    assert list(AuditEvent.objects.filter(details__plan=plan.pk).values_list("event_type", flat=True).order_by("id")) == [
+        "plan_paused",
+        "refused",
+        "plan_resumed",
+    ]
+
+
+def test_a_viewer_may_not_pause_or_abort_a_plan(users, as_role):
+    plan = make_plan(users["operator"], state="running")
+    viewer = as_role("viewer")
+    for action, role in (("pause", "operator"), ("resume", "operator"), ("abort", "operator or approver")):
+        response = post(viewer, f"/api/v1/plans/{plan.pk}/{action}/")
+        assert response.status_code == 403 and response.json()["error"]["code"] == "permission_denied"
+        assert f"You need the {role} role" in response.json()["error"]["message"]
+    assert AuditEvent.objects.filter(event_type="refused", details__plan=plan.pk).count() == 3  # audited, as on the page
+    plan.refresh_from_db()
+    assert plan.state == "running"
+
+
+def test_aborting_a_plan_through_the_api_aborts_its_migrations_that_have_not_started(users, as_role):
+    plan = make_plan(users["operator"], state="running")
+    queued, requested = add_migrations(plan, ["queued", "requested"])
+    body = post(as_role("approver"), f"/api/v1/plans/{plan.pk}/abort/").json()
+    assert body["state"] == "aborted"  # nothing had started on the host: every migration ended at once
+    queued.refresh_from_db()
+    requested.refresh_from_db()
+    assert (queued.state, requested.state) == ("aborted", "aborted")
+    assert post(as_role("approver"), f"/api/v1/plans/{plan.pk}/abort/").json()["error"]["code"] == "wrong_state"

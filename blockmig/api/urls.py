@@ -29,6 +29,9 @@ urlpatterns = [
     path("plans/<int:pk>/", plans.PlanDetail.as_view(), name="plan_detail"),
     path("plans/<int:pk>/approve/", plans.PlanApprove.as_view(), name="plan_approve"),
     path("plans/<int:pk>/continue/", plans.PlanContinue.as_view(), name="plan_continue"),
+    path("plans/<int:pk>/pause/", plans.PlanPause.as_view(), name="plan_pause"),
+    path("plans/<int:pk>/resume/", plans.PlanResume.as_view(), name="plan_resume"),
+    path("plans/<int:pk>/abort/", plans.PlanAbort.as_view(), name="plan_abort"),
     path("schema/", login_not_required(SpectacularAPIView.as_view()), name="schema"),
     path(
         "docs/",

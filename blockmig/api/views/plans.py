@@ -1,9 +1,12 @@
-"""Evacuation plans through the API: list, one plan with its disks and totals, approve, and
-continue an interrupted approval. Building, pausing and aborting a plan stay on the pages for
-now (docs/api.md). The approval is `blockmig.plans.actions.plan_approve`, the plan page's own
-(four eyes, preflight again); continuing is `blockmig.plans.recovery.plan_continue`."""
+"""Evacuation plans through the API: list, one plan with its disks and totals, and what is
+done to a built plan: approve, continue an interrupted approval, pause, resume, abort. Each
+is the plan page's own function (`blockmig.plans.actions`, `blockmig.plans.recovery`): four
+eyes and preflight again on approval, every refusal audited. Building a plan stays on its
+page for now (docs/api.md)."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import generics, serializers
@@ -150,3 +153,51 @@ class PlanContinue(ApiView):
             plan.refresh_from_db()
             raise ApiError("too_soon" if plan.state == PlanState.APPROVED else "wrong_state", refused.message) from None
         return plan_body(request, pk)
+
+
+class _PlanAction(ApiView):
+    """A plan action whose refusal is either the role (`needs`) or the plan's state. Not
+    ApiView's `perm`: the action itself refuses a missing role, audited like the page's."""
+
+    needs = ""
+
+    def act(self, request: Request, pk: int, action: Callable[..., Plan]) -> Response:
+        return run_once(request, lambda: self._act(request, pk, action), self.handle_exception)
+
+    def _act(self, request: Request, pk: int, action: Callable[..., Plan]) -> Response:
+        plan = Plan.objects.filter(pk=pk).first()
+        if plan is None:
+            raise NotFound(f"No plan #{pk}.")
+        try:
+            action(plan=plan, user=request.user)
+        except Refused as refused:
+            code = "permission_denied" if not request.user.has_perm(self.needs) else "wrong_state"
+            raise ApiError(code, refused.message) from None
+        return plan_body(request, pk)
+
+
+class PlanPause(_PlanAction):
+    needs = "blockmig.change_plan"
+
+    @extend_schema(request=None, parameters=[IDEMPOTENCY], responses={200: PlanDetailSerializer, **PLAN_ERRORS},
+                   summary="Pause a running plan (operator): no new copies start; copies under way go on")  # fmt: skip
+    def post(self, request: Request, pk: int) -> Response:
+        return self.act(request, pk, actions.plan_pause)
+
+
+class PlanResume(_PlanAction):
+    needs = "blockmig.change_plan"
+
+    @extend_schema(request=None, parameters=[IDEMPOTENCY], responses={200: PlanDetailSerializer, **PLAN_ERRORS},
+                   summary="Resume a paused plan (operator): its queued copies may start again")  # fmt: skip
+    def post(self, request: Request, pk: int) -> Response:
+        return self.act(request, pk, actions.plan_resume)
+
+
+class PlanAbort(_PlanAction):
+    needs = "blockmig.abort_migration"
+
+    @extend_schema(request=None, parameters=[IDEMPOTENCY], responses={200: PlanDetailSerializer, **PLAN_ERRORS},
+                   summary="Abort a plan (operator or approver): each migration not yet pivoted is aborted, its guest stays on its source")  # fmt: skip
+    def post(self, request: Request, pk: int) -> Response:
+        return self.act(request, pk, actions.plan_abort)
