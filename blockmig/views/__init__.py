@@ -10,6 +10,7 @@
 - `pivot_policy`: a host's pivot policy page (its copy limits post to blockmig.views.limits);
 - `limits`: a host's copy limits, posted from the pivot policy page;
 - `plans`: evacuation plans: new (evacuate), list, one plan and its actions, its window;
+- `acting`: how a page runs an action on a migration or a plan (refusals, 403, messages);
 - `audit_trail`: the audit trail and its CSV/JSON export.
 
 Views stay thin: reads come from `blockmig.selectors`, writes go through

@@ -8,20 +8,18 @@ lifecycle, which decides and audits every refusal.
 
 from __future__ import annotations
 
-from django.contrib import messages
-from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, redirect
+from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.views.decorators.http import require_POST
 
 from blockmig import lifecycle, progress, selectors
-from blockmig.errors import Refused
 from blockmig.forms.bandwidth import BandwidthForm
 from blockmig.models import Migration
 from blockmig.plans.rules import pivot_wait_reason
 from blockmig.preflight.nbd import is_network_destination
 from blockmig.states import State
+from blockmig.views.acting import act
 from blockmig.views.actions import available_actions
 from hosts.roles import deny
 from hosts.views import wants_fragment
@@ -77,18 +75,7 @@ def migration_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def _action(request, pk: int, perm: str, call, done: str) -> HttpResponse:
-    """Run a lifecycle action. The lifecycle decides (and audits a refusal); a refusal
-    for lack of the role is a 403, any other is a message on the migration page."""
-    migration = get_object_or_404(Migration, pk=pk)
-    try:
-        call(migration)
-    except Refused as refused:
-        if not request.user.has_perm(perm):
-            raise PermissionDenied(refused.message) from None
-        messages.error(request, refused.message)
-    else:
-        messages.success(request, done)
-    return redirect("migration_detail", pk=pk)
+    return act(request, get_object_or_404(Migration, pk=pk), perm, call, done, "migration_detail")
 
 
 @require_POST

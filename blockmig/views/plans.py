@@ -14,7 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -29,6 +28,7 @@ from blockmig.plans.build import plan_build
 from blockmig.plans.rules import window_problem
 from blockmig.plans.selectors import disk_directories, plan_for_page, plans_for_list
 from blockmig.plans.states import PlanState, plan_may
+from blockmig.views.acting import act
 from hosts.models import Hypervisor
 from hosts.roles import deny
 
@@ -172,18 +172,7 @@ def plan_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def _action(request, pk: int, perm: str, call, done: str) -> HttpResponse:
-    """Run a plan action. The plans module decides (and audits a refusal); a refusal for
-    lack of the role is a 403, any other a message on the plan page."""
-    plan = get_object_or_404(Plan, pk=pk)
-    try:
-        call(plan)
-    except Refused as refused:
-        if not request.user.has_perm(perm):
-            raise PermissionDenied(refused.message) from None
-        messages.error(request, refused.message)
-    else:
-        messages.success(request, done)
-    return redirect("plan_detail", pk=pk)
+    return act(request, get_object_or_404(Plan, pk=pk), perm, call, done, "plan_detail")
 
 
 @require_POST
