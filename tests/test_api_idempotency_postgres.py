@@ -5,32 +5,8 @@ PostgreSQL's, with real concurrent transactions rather than SQLite's one writer.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import uuid
-from pathlib import Path
-
-from django.conf import settings
-
-from tests.postgres import PG_SERVER, ensure_postgres
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.postgres import pytest_on_postgres
 
 
 def test_idempotency_holds_on_postgresql(tmp_path):
-    ensure_postgres()
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"{PG_SERVER}/blockmig_idem_{os.getpid()}",
-        "DJANGO_SECRET_KEY": settings.SECRET_KEY,
-        "BLOCKMIG_CHANNEL_PREFIX": f"idem-{uuid.uuid4().hex[:8]}",
-        "BLOCKMIG_VAR_DIR": str(tmp_path),
-    }
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--create-db", "tests/test_api_idempotency.py"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    output = done.stdout + done.stderr
-    assert done.returncode == 0, output[-4000:]
-    assert " passed" in output and "failed" not in output
+    pytest_on_postgres("tests/test_api_idempotency.py", "blockmig_idem", tmp_path)
