@@ -1,7 +1,7 @@
 """The browser tier: Debian's Chromium (Playwright, no browser download) against a real
 daphne + `manage.py run_worker` + Redis + PostgreSQL + the lab's libvirtd.
 
-One live site per session, built from the deployment tier's pieces (tests/deploy/conftest.py):
+One live site per session, built from the deployment tier's pieces (tests/deploy/site.py):
 its own database `blockmig_browser_<pid>` in the private cluster of `make postgres`, its own
 channel prefix in the shared Redis, one worker and one daphne (port 0, read from its log), each
 in its own process group and killed with it at the end. Lab domains are small BIOS-only guests
@@ -27,7 +27,7 @@ os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
 
 
 from tests.browser import remote  # noqa: E402
-from tests.deploy.conftest import LOG_ROOT, Deployment, running_deployment  # noqa: E402
+from tests.deploy.site import LOG_ROOT, Deployment, running_deployment  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / "artifacts" / "screenshots"

@@ -25,10 +25,12 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.deploy.conftest import PG_PORT, RemoteError, _admin_connection
+from tests.deploy.processes import RemoteError
+from tests.deploy.site import admin_connection
 from tests.deploy.test_deployment import count
 from tests.helpers import make_people, migration_row, wait_for_state
 from tests.lab.engine_helpers import has_block_job
+from tests.postgres import PG_PORT
 
 MiB = 2**20
 PASSWORD = "pw-deploy-faults"
@@ -132,7 +134,7 @@ def server_options() -> str:
 
 def postgres_up() -> bool:
     try:
-        _admin_connection().close()
+        admin_connection().close()
         return True
     except psycopg.OperationalError:
         return False

@@ -21,7 +21,8 @@ from websockets.asyncio.client import connect as connect_async
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from tests.deploy.conftest import BIN, Daphne, Deployment, Process, wait_for_daphne
+from tests.deploy.processes import Process
+from tests.deploy.site import BIN, Daphne, Deployment, wait_for_daphne
 from tests.deploy.test_deployment import (
     PASSWORD,
     LiveSocket,
