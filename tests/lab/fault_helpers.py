@@ -1,4 +1,4 @@
-"""Pieces of the fault tier (tests/lab/test_faults.py): waiting for audit events, looking at
+"""Pieces of the fault tier (tests/lab/test_faults*.py): waiting for audit events, looking at
 what QEMU really holds open, and the one check every fault test ends with.
 
 Everything here reads real state: libvirt through virsh, QEMU through /proc, the files on
