@@ -22,11 +22,21 @@ READY = "Ready — awaiting approval"
 COMPLETED = "Completed"
 
 
-def picture(page, locator, path) -> None:
-    """A screenshot of where the element is: the live console may swap the element itself
-    in mid-shot (a phase change redraws the chain), which an element screenshot fails on."""
-    locator.scroll_into_view_if_needed()
-    page.screenshot(path=path, clip=locator.bounding_box())
+# Scrolled and measured in one script, which runs between two DOM swaps, never during one:
+# a pushed frame may replace the element at any moment, and an element handle Playwright
+# resolved before the swap is "not attached to the DOM" after it (a flaky fail once).
+PLACE = """selector => {
+    const element = document.querySelector(selector);
+    element.scrollIntoView({block: "center"});
+    const box = element.getBoundingClientRect();
+    return {x: box.x, y: box.y, width: box.width, height: box.height};
+}"""
+
+
+def picture(page, selector: str, path) -> None:
+    """A screenshot of the viewport where the element is (its coordinates stay valid when
+    a push redraws it in between)."""
+    page.screenshot(path=path, clip=page.evaluate(PLACE, selector))
 
 
 def mark(page) -> None:
@@ -88,7 +98,7 @@ def test_operator_starts_and_approver_approves_live(site, seed_domain, login, sc
         expect(page.locator(f"#chain-{vm.disk_pk} g.layer--mirror")).to_contain_text("copy.qcow2")
         assert_not_reloaded(page)
     assert site.call(migration_row, migration_id=migration_id)["state"] in {"copying", "ready"}
-    picture(disk_page, chain, screenshots / "chain-mirroring.png")
+    picture(disk_page, f"#chain-{vm.disk_pk}", screenshots / "chain-mirroring.png")
 
     # The approver's dashboard: the migration appears, then the count of those awaiting approval.
     dashboard = approver.locator("#dashboard-migrations")
@@ -125,7 +135,7 @@ def test_operator_starts_and_approver_approves_live(site, seed_domain, login, sc
     expect(desc).to_have_text(re.compile(r"copy\.qcow2 backed by \S*/snap1\.qcow2 backed by \S*/base\.qcow2\.$"), timeout=LIVE)
     expect(chain).not_to_contain_text("snap2.qcow2")
     assert_not_reloaded(disk_page)
-    picture(disk_page, chain, screenshots / "chain.png")
+    picture(disk_page, f"#chain-{vm.disk_pk}", screenshots / "chain.png")
     expect(domain_page.locator(f"#chain-{vm.disk_pk}-desc")).to_have_text(
         re.compile(r"copy\.qcow2 backed by \S*/snap1\.qcow2 backed by \S*/base\.qcow2\.$"), timeout=LIVE
     )
