@@ -21,6 +21,7 @@ from blockmig.models import AuditEvent, Migration, MigrationDisk
 from blockmig.states import State
 from hosts.models import ChainLayer, Disk, Domain, Hypervisor
 from hosts.roles import setup_roles
+from tests.helpers import make_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -42,16 +43,10 @@ def private_channel_layer(settings):
     yield
 
 
-def _user(name: str) -> User:
-    user = User.objects.create_user(name, password="pw")
-    user.groups.add(Group.objects.get(name=name))
-    return user
-
-
 @pytest.fixture
 def people(db):
     setup_roles()
-    return {role: _user(role) for role in ("viewer", "operator", "approver")}
+    return {role: make_user(role, role) for role in ("viewer", "operator", "approver")}
 
 
 @pytest.fixture

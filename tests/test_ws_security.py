@@ -25,6 +25,7 @@ from blockmig.live.consumer import CLOSE_FORBIDDEN, CLOSE_NOT_FOUND, CLOSE_NOT_L
 from blockmig.live.handshake import FULL_MEMORY_SECONDS, Slot
 from blockmig.live.origin import origin_allowed
 from blockmig.states import State
+from tests.helpers import make_user
 from tests.test_consumers import (  # noqa: F401  (fixtures)
     HOST,
     ORIGIN,
@@ -268,8 +269,7 @@ def test_recheck_reads_do_not_grow_with_the_number_of_sockets(people):
     def sessions(n: int) -> list[tuple[str, int]]:
         keys = []
         for i in range(n):
-            user = User.objects.create_user(f"watcher{n}-{i}")
-            user.groups.add(Group.objects.get(name="viewer" if i % 2 else "approver"))
+            user = make_user(f"watcher{n}-{i}", "viewer" if i % 2 else "approver")
             keys.append((session_cookie(user).decode().split("=", 1)[1], user.pk))
         return keys
 
