@@ -18,7 +18,7 @@ from django.utils import timezone
 from blockmig.models import Migration
 from blockmig.states import State
 from tests.helpers import make_user
-from tests.test_consumers import (  # noqa: F401  (fixtures)
+from tests.live_sockets import (
     TIMEOUT,
     change,
     connect,
