@@ -1,5 +1,6 @@
 """The migration request form: defaults, refusals it makes without libvirt, and how the
-view hands a valid request to lifecycle.migration_request and shows its refusals."""
+view shows the lifecycle's refusals. A valid request handed to the real lifecycle, against a
+running guest, is in tests/lab/test_migration_form_lab.py."""
 
 import pytest
 from django.urls import reverse
@@ -48,23 +49,6 @@ def no_lifecycle(monkeypatch):
         raise AssertionError(f"lifecycle.migration_request was called with {kwargs}")
 
     monkeypatch.setattr(lifecycle, "migration_request", refuse_call)
-
-
-@pytest.fixture
-def captured(monkeypatch, users, host):
-    """Record what the view hands the lifecycle and create the row it would create.
-
-    The real request passes preflight only on a running QEMU domain (libvirt's test driver
-    has no block jobs to check), so the real path is the browser tier's: an operator fills
-    this form against the lab (tests/browser/test_live_migration.py)."""
-    calls = []
-
-    def fake_request(*, user, hypervisor, domain_uuid, disks, **options):
-        calls.append({"user": user, "hypervisor": hypervisor, "domain_uuid": domain_uuid, "disks": disks, **options})
-        return Migration.objects.create(hypervisor=hypervisor, domain_uuid=domain_uuid, domain_name="testvm", requested_by=user)
-
-    monkeypatch.setattr(lifecycle, "migration_request", fake_request)
-    return calls
 
 
 def post_disk(client, url, **fields):
@@ -238,48 +222,6 @@ def test_domain_form_two_disks_to_one_file_refused(client_for, domain_url, no_li
         },
     )  # fmt: skip
     assert field_errors(response, "destination_vdb") == [f"vda already goes to {ROOT}/same.qcow2; give each disk its own file."]
-
-
-# ---- handing over to the lifecycle ---------------------------------------------------------
-
-
-def test_valid_request_goes_to_lifecycle_and_redirects_to_the_migration(client_for, users, disk_url, captured):
-    response = post_disk(
-        client_for("operator"), disk_url, destination=f"{ROOT}/sub/./copy.qcow2", mode="full", dest_format="raw",
-        bandwidth_mib="40", reuse_destination="on", granularity="65536", buf_size="1048576",
-    )  # fmt: skip
-    migration = Migration.objects.get()
-    assert response.status_code == 302 and response["Location"] == reverse("migration_detail", args=[migration.pk])
-    (call,) = captured
-    assert call["user"] == users["operator"] and call["domain_uuid"] == UUID
-    assert call["disks"] == [lifecycle.DiskRequest(target="vda", destination=f"{ROOT}/sub/copy.qcow2")]
-    assert call["mode"] == "full" and call["dest_format"] == "raw" and call["reuse_destination"] is True
-    assert call["bandwidth_mib"] == 40 and call["granularity"] == 65536 and call["buf_size"] == 1048576
-    assert call["synchronous_writes"] is False
-
-
-def test_domain_form_sends_one_destination_per_chosen_disk(client_for, domain_url, captured):
-    client_for("operator").post(
-        domain_url,
-        {
-            "migrate_vda": "on", "destination_vda": f"{ROOT}/a.qcow2",
-            "migrate_vdb": "on", "destination_vdb": "/backups/b.qcow2",
-            "mode": "shallow", "dest_format": "qcow2", "bandwidth_mib": "0",
-        },
-    )  # fmt: skip
-    assert captured[0]["disks"] == [
-        lifecycle.DiskRequest("vda", f"{ROOT}/a.qcow2"),
-        lifecycle.DiskRequest("vdb", "/backups/b.qcow2"),
-    ]
-
-
-def test_domain_form_ignores_unchosen_disks(client_for, domain_url, captured):
-    client_for("operator").post(
-        domain_url,
-        {"migrate_vdb": "on", "destination_vdb": "/backups/b.qcow2", "destination_vda": "not/even/valid",
-         "mode": "shallow", "dest_format": "qcow2", "bandwidth_mib": "0"},
-    )  # fmt: skip
-    assert captured[0]["disks"] == [lifecycle.DiskRequest("vdb", "/backups/b.qcow2")]
 
 
 @pytest.fixture
