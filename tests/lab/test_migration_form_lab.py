@@ -4,7 +4,7 @@ the Migration and MigrationDisk rows and the `requested` audit event hold what w
 
 No worker runs, so each migration stays requested and no block job starts; what is left
 active is aborted through the lifecycle at the end. The form's own refusals, which never
-reach the lifecycle, are in tests/test_migration_form*.py.
+reach the lifecycle, are in tests/test_migration_form_refusals.py.
 """
 
 from __future__ import annotations
