@@ -24,6 +24,7 @@ from collections.abc import Iterator
 import pytest
 
 from hosts.adapter import ConnectionLost, HostConnection, opening
+from tests.helpers import wait_until
 
 LIBVIRTD = shutil.which("libvirtd") or "/usr/sbin/libvirtd"
 
@@ -140,14 +141,6 @@ def proxied_uri(private_libvirtd, monkeypatch) -> Iterator[tuple[str, Proxy]]:
     proxy.close()
 
 
-def wait_until(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} did not happen within {timeout:g} s")
-        time.sleep(0.1)
-
-
 def test_keepalive_keeps_a_quiet_healthy_connection_and_drops_one_whose_host_went_silent(proxied_uri):
     uri, proxy = proxied_uri
     with HostConnection(uri, timeout=5, keepalive=(1, 2)) as host:
@@ -156,7 +149,7 @@ def test_keepalive_keeps_a_quiet_healthy_connection_and_drops_one_whose_host_wen
         assert host.alive()
 
         proxy.blackhole()
-        wait_until(lambda: not host.alive(), 30, "keepalive noticing the silent host")
+        wait_until(lambda: not host.alive(), "keepalive noticing the silent host", timeout=30, every=0.1)
 
         with pytest.raises(ConnectionLost) as lost:
             host.facts()

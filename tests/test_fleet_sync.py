@@ -12,7 +12,6 @@ import shutil
 import socket
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -22,6 +21,7 @@ from hosts.models import Domain, Hypervisor
 from hosts.sync.fleet import fleet_sync
 from hosts.sync.hypervisor import SyncResult
 from hosts.testnode import node_uri, write_node
+from tests.helpers import wait_until
 
 HOSTS = 100
 DOMAINS = 100
@@ -119,14 +119,6 @@ def dropped() -> Iterator[DroppedPort]:
     port.close()
 
 
-def wait_until(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} did not happen within {timeout:g} s")
-        time.sleep(0.05)
-
-
 @pytest.mark.django_db(transaction=True)
 def test_100_hosts_sync_in_a_bounded_pool_and_dead_hosts_hold_up_only_themselves(fleet_nodes, silent, dropped, settings):
     # No time-out ends the dead hosts' waits here: they hang until every good host is done
@@ -201,7 +193,7 @@ def test_a_hung_attempt_that_finally_ends_frees_its_host_for_new_attempts(silent
     assert uri in hung_opens()
 
     silent.hang_up()
-    wait_until(lambda: uri not in hung_opens(), 10, "the hung attempt's end")
+    wait_until(lambda: uri not in hung_opens(), "the hung attempt's end", timeout=10, every=0.05)
 
     with pytest.raises(ConnectFailure) as again:
         HostConnection(uri, timeout=0.3).__enter__()

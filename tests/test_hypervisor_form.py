@@ -127,7 +127,7 @@ def test_form_is_keyboard_friendly(client_for):
 
 def test_auto_pivot_is_not_set_by_the_hypervisor_form(client_for, users):
     # The pivot policy is the migration app's, set and audited on its own page
-    # (test_migration_pages: test_admin_sets_auto_pivot_and_it_is_audited).
+    # (test_host_pivot_policy: test_admin_sets_auto_pivot_and_it_is_audited).
     assert "auto_pivot" not in HypervisorForm(user=users["admin"]).fields
     Hypervisor.objects.create(name="lab", uri="test:///default")
     response = post(client_for("admin"), "hypervisor_edit", form_data(name="lab", auto_pivot="on"), "lab")

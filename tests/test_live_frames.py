@@ -17,9 +17,9 @@ from django.utils import timezone
 
 from blockmig.models import Migration
 from blockmig.states import State
-from tests.test_consumers import (  # noqa: F401  (fixtures)
+from tests.helpers import make_user
+from tests.live_sockets import (
     TIMEOUT,
-    _user,
     change,
     connect,
     element,
@@ -69,7 +69,7 @@ def pushed_pages(seed) -> list[str]:
 async def test_no_pushed_frame_carries_a_csrf_token(seed, people):
     """Every page that is pushed, for every role, with the buttons that role gets: not one
     form field with a token, though the page's own forms post (next test)."""
-    people = {**people, "admin": await sync_to_async(_user)("admin")}
+    people = {**people, "admin": await sync_to_async(make_user)("admin", "admin")}
     m = seed["migration"]
     await change(m.pk, state=State.READY, ready_at=timezone.now())  # the approver's button shows
     for role, user in people.items():
@@ -117,7 +117,7 @@ async def test_form_in_a_pushed_fragment_posts_with_only_the_header(seed, people
 
 async def test_users_of_one_role_share_one_render_and_each_role_gets_its_actions(seed, people, renders):
     m = seed["migration"]
-    users = {**people, "viewer2": await sync_to_async(_user_in)("viewer2", "viewer")}
+    users = {**people, "viewer2": await sync_to_async(make_user)("viewer2", "viewer")}
     sockets = {}
     for name, user in users.items():
         sockets[name], _ = await opened(f"/ws/migrations/{m.pk}/", user)
@@ -144,18 +144,12 @@ async def test_users_of_one_role_share_one_render_and_each_role_gets_its_actions
         await comm.disconnect()
 
 
-def _user_in(name: str, role: str) -> User:
-    user = User.objects.create_user(name, password="pw")
-    user.groups.add(Group.objects.get(name=role))
-    return user
-
-
 async def test_requester_who_may_approve_gets_a_frame_of_their_own(seed, people):
     """Four eyes: the requester's actions differ from the other approvers', even in one role."""
     m = seed["migration"]
     requester = people["operator"]
     await sync_to_async(requester.groups.set)(await sync_to_async(list)(Group.objects.filter(name="approver")))
-    other = await sync_to_async(_user_in)("approver2", "approver")
+    other = await sync_to_async(make_user)("approver2", "approver")
     comm_requester, _ = await opened(f"/ws/migrations/{m.pk}/", requester)
     comm_other, _ = await opened(f"/ws/migrations/{m.pk}/", other)
     comm_approver, _ = await opened(f"/ws/migrations/{m.pk}/", people["approver"])
@@ -172,7 +166,7 @@ async def test_requester_who_may_approve_gets_a_frame_of_their_own(seed, people)
 
 
 async def test_dashboard_frames_are_shared_by_viewers(seed, people, renders):
-    viewers = [people["viewer"], await sync_to_async(_user_in)("viewer2", "viewer")]
+    viewers = [people["viewer"], await sync_to_async(make_user)("viewer2", "viewer")]
     sockets = [(await opened("/ws/dashboard/", user))[0] for user in viewers]
     renders.clear()
     await change(seed["migration"].pk, bytes_done=512 * 1024 * 1024)

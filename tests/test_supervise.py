@@ -17,19 +17,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import wait_until
+
 REPO = Path(__file__).resolve().parents[1]
 SUPERVISE = REPO / "deploy" / "supervise"
 DELAY = "0.2"  # SUPERVISE_DELAY: seconds between an exit and the restart
-
-
-def wait_until(predicate, timeout: float = 5.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+WAIT, POLL = 5.0, 0.05  # how long wait_until waits for a stub, how often it looks
 
 
 def lines(path: Path) -> list[str]:
@@ -80,7 +73,7 @@ def test_a_command_that_exits_is_started_again_and_the_exit_is_reported(tmp_path
     supervisor = supervise("worker-1", command, log=log)
     stopped_at_end.append(supervisor)
 
-    wait_until(lambda: len(lines(starts)) >= 3, what="three starts")
+    wait_until(lambda: len(lines(starts)) >= 3, "three starts", timeout=WAIT, every=POLL)
     supervisor.terminate()
     assert supervisor.wait(5) == 0
     first = lines(starts)[0]
@@ -96,7 +89,7 @@ def test_a_command_killed_by_a_signal_is_named_and_started_again(tmp_path, stopp
     log = tmp_path / "supervise.log"
     stopped_at_end.append(supervisor := supervise("sync-loop", command, log=log))
 
-    wait_until(lambda: len(lines(starts)) >= 2, what="a restart")
+    wait_until(lambda: len(lines(starts)) >= 2, "a restart", timeout=WAIT, every=POLL)
     supervisor.terminate()
     supervisor.wait(5)
     assert f"supervise: sync-loop (pid {lines(starts)[0]}) was killed by SIGKILL" in log.read_text()
@@ -114,7 +107,7 @@ while :; do sleep 0.05; done
 """,
     )
     stopped_at_end.append(supervisor := supervise("worker-1", command, log=tmp_path / "supervise.log"))
-    child = int(wait_until(lambda: lines(events), what="the start")[0].split()[1])
+    child = int(wait_until(lambda: lines(events), "the start", timeout=WAIT, every=POLL)[0].split()[1])
 
     # As `make run`'s `kill 0` does: SIGTERM to the supervisor's whole process group.
     os.killpg(supervisor.pid, signal.SIGTERM)
@@ -157,7 +150,9 @@ exec sleep 60
 
         wait_until(
             lambda: len(started("run_worker")) >= 4 and started("sync_loop") and started("daphne"),
-            what="two workers started twice each, the sync loop and daphne",
+            "two workers started twice each, the sync loop and daphne",
+            timeout=WAIT,
+            every=POLL,
         )
         os.killpg(make.pid, signal.SIGINT)  # Ctrl-C
         output = make.communicate(timeout=10)[0]
@@ -169,4 +164,4 @@ exec sleep 60
     assert re.search(r"supervise: worker-1 \(pid \d+\) exited with code 3; starting it again", output), output
     assert re.search(r"supervise: worker-2 \(pid \d+\) exited with code 3; starting it again", output), output
     everything = started("run_worker") + started("sync_loop") + started("daphne")
-    wait_until(lambda: all(pid_gone(pid) for pid in everything), what="every process to stop after Ctrl-C")
+    wait_until(lambda: all(pid_gone(pid) for pid in everything), "every process to stop after Ctrl-C", timeout=WAIT, every=POLL)
