@@ -135,6 +135,13 @@ def test_threads_racing_for_slots_never_exceed_the_limits(users):
         thread.join(30)
     stop.set()
     watcher.join(10)
+    # The queue's coalesced page pushes (blockmig.limits.queue_push) read the database from
+    # timer threads half a second after a change: let them finish before the database is
+    # dropped, which one mid-query fails ("being accessed by other users").
+    for thread in threading.enumerate():
+        if isinstance(thread, threading.Timer):
+            thread.join(10)
+    assert not [thread.name for thread in racers if thread.is_alive()], "a racer was still running"
 
     assert not errors, errors[:3]
     on_host, into_a = holding_counts()
