@@ -104,7 +104,9 @@ def page_cost(hypervisor: Hypervisor, repeat: int) -> tuple[float, int] | None:
     user = get_user_model().objects.filter(username="bench").first() or get_user_model().objects.create_superuser(
         "bench", "bench@example.org", "bench"
     )
-    client = Client()
+    # A host the throwaway site allows (ALLOWED_HOSTS as in production: the test client's
+    # default `testserver` is refused with DisallowedHost).
+    client = Client(HTTP_HOST="127.0.0.1")
     client.force_login(user)
     response = client.get(url)  # warm template caches and the session
     if response.status_code != 200:
