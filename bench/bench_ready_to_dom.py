@@ -282,6 +282,11 @@ def wait_state(migration_id: int, states: set[str], timeout: float = 60.0) -> st
 
 # -- measurements -------------------------------------------------------------------------------
 
+# Every wait_for_function predicate is an arrow function, never a bare expression: Playwright
+# evaluates it once (when the wait starts, as the browser's own client) and then calls it, while
+# an expression is eval'd again at every poll, which the page's CSP (script-src 'self', no
+# 'unsafe-eval') refuses with an EvalError.
+
 
 def real_run(ctx, page, index: int) -> dict:
     from blockmig.lifecycle import DiskRequest, migration_abort, migration_request
@@ -299,8 +304,8 @@ def real_run(ctx, page, index: int) -> dict:
     )
     page.bring_to_front()
     page.goto(f"/migrations/{migration.pk}/")
-    page.wait_for_function("window.__bench && window.__bench.dom !== null", timeout=60_000, polling=50)
-    page.wait_for_function("window.__bench.paint !== null", timeout=5_000)
+    page.wait_for_function("() => window.__bench && window.__bench.dom !== null", timeout=60_000, polling=50)
+    page.wait_for_function("() => window.__bench.paint !== null", timeout=5_000)
     js = page.evaluate("({...window.__bench, arm: undefined})")
 
     state = wait_state(migration.pk, {"ready", "failed", "aborted", "completed"})
@@ -393,7 +398,7 @@ def baseline_sample(page, migration_id: int) -> dict:
     Migration.objects.filter(pk=migration_id).update(state=State.COPYING, ready_at=None, bytes_done=32 << 20)
     publish.migration_changed(migration_id)
     page.wait_for_function(
-        f"!document.getElementById('migration-{migration_id}-status').textContent.includes({READY_WORDING!r})",
+        f"() => !document.getElementById('migration-{migration_id}-status').textContent.includes({READY_WORDING!r})",
         timeout=20_000,
         polling=20,
     )
@@ -402,7 +407,7 @@ def baseline_sample(page, migration_id: int) -> dict:
     Migration.objects.filter(pk=migration_id).update(state=State.READY, ready_at=datetime.now(UTC), bytes_done=64 << 20)
     published = time.time()
     publish.migration_changed(migration_id)
-    page.wait_for_function("window.__bench.dom !== null && window.__bench.paint !== null", timeout=20_000, polling=20)
+    page.wait_for_function("() => window.__bench.dom !== null && window.__bench.paint !== null", timeout=20_000, polling=20)
     js = page.evaluate("({...window.__bench, arm: undefined})")
     return {
         "publish_to_frame": js["frame"] / 1000 - published if js["frame"] else None,
@@ -577,7 +582,7 @@ def main() -> int:
                 # Two windows (contexts) of the same approver: the real runs' page, the baseline's.
                 page, baseline_page = login(browser, base_url), login(browser, base_url)
                 baseline_page.goto(f"/migrations/{baseline_id}/")
-                baseline_page.wait_for_function("document.documentElement.dataset.live === 'open'")
+                baseline_page.wait_for_function("() => document.documentElement.dataset.live === 'open'")
                 print(
                     f"site up in {time.monotonic() - started:.1f} s (daphne :{port}, worker, Chromium; domain {vm.name})",
                     flush=True,
