@@ -1,17 +1,22 @@
 """The lab benches' guests: their own BIOS-only domains on qcow2 disks (named
-`bmtest-<pid>-bench-eng-…` so the lab tests' stale-domain sweeper recognises them) and a
-poller of a disk's block job over the bench's own libvirt connection."""
+`bmtest-<pid>-bench-eng-…` so the lab tests' stale-domain sweeper recognises them), a poller
+of a disk's block job over the bench's own libvirt connection, and waits on block jobs and
+on libvirt's own READY events (`virsh event`)."""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import signal
+import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 
-from harness.machine import libvirtd_answers, run, virt_type, wait_for_libvirtd
+from harness.machine import URI, libvirtd_answers, run, virt_type, wait_for_libvirtd
 
 
 class Lab:
@@ -121,3 +126,67 @@ class JobPoller:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the block job on {self.dom.name()}/{self.target} did not end")
             time.sleep(0.01)
+
+
+def job_gone(name: str, timeout: float = 60, poll: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done = subprocess.run(["virsh", "-c", URI, "blockjob", name, "vda", "--info"], capture_output=True, text=True)
+        if "No current block job" in done.stdout + done.stderr:
+            return
+        time.sleep(poll)
+    raise RuntimeError(f"the block job on {name}/vda did not end")
+
+
+class EventListener:
+    """`virsh event --timestamp` on the domain: libvirt's READY as its own client hears it."""
+
+    LINE = re.compile(r"^(\S+ \S+?): event 'block-job-2' .*?: (.+) for (\S+) (\w+)\s*$")
+
+    def __init__(self, name: str, log: Path):
+        self.log = log
+        with open(log, "w") as out:
+            self.proc = subprocess.Popen(
+                [
+                    "stdbuf",
+                    "-oL",
+                    "virsh",
+                    "-c",
+                    URI,
+                    "event",
+                    "--domain",
+                    name,
+                    "--event",
+                    "block-job-2",
+                    "--loop",
+                    "--timestamp",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def ready_times(self) -> list[float]:
+        times = []
+        for line in self.log.read_text(errors="replace").splitlines():
+            match = self.LINE.match(line.strip())
+            if match and match.group(4) == "ready":
+                times.append(datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S.%f%z").timestamp())
+        return times
+
+    def ready_after(self, since: float, timeout: float = 5.0) -> float | None:
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [t for t in self.ready_times() if t >= since]
+            if found or time.monotonic() > deadline:
+                return min(found) if found else None
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGINT)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
