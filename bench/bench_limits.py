@@ -41,19 +41,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 # The lab benches' harness, beside this script (bench/harness/).
-from harness.lab import Lab  # noqa: E402
+from harness.lab import Lab, qcow2_path  # noqa: E402
 from harness.machine import URI, MiB, code_version, noise, run  # noqa: E402
-from harness.site import Environment, WorkerProcess  # noqa: E402
-
-
-def workers_cpu(workers: list[WorkerProcess]) -> float:
-    return sum(w.cpu() for w in workers)
-
-
-def qcow2_path(name: str) -> str:
-    xml = run("virsh", "-c", URI, "dumpxml", name)
-    start = xml.index("<source file='") + len("<source file='")
-    return xml[start : xml.index("'", start)]
+from harness.site import Environment, WorkerProcess, workers_cpu  # noqa: E402
 
 
 def section_app(ctx, label: str, workers: list[WorkerProcess], limited: bool) -> dict:

@@ -128,6 +128,13 @@ class JobPoller:
             time.sleep(0.01)
 
 
+def qcow2_path(name: str) -> str:
+    """The source file of a domain's (first) disk."""
+    xml = run("virsh", "-c", URI, "dumpxml", name)
+    start = xml.index("<source file='") + len("<source file='")
+    return xml[start : xml.index("'", start)]
+
+
 def job_gone(name: str, timeout: float = 60, poll: float = 0.05) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

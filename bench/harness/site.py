@@ -127,3 +127,7 @@ def owner_pid(owner: str) -> int | None:
     """lease_owner is `<host>:<pid>:<random>` (blockmig.leases.new_worker_id)."""
     parts = owner.split(":")
     return int(parts[-2]) if len(parts) >= 3 and parts[-2].isdigit() else None
+
+
+def workers_cpu(workers: list[WorkerProcess]) -> float:
+    return sum(w.cpu() for w in workers)
