@@ -22,34 +22,13 @@ from throwaway import throwaway_site  # noqa: E402  (bench/throwaway.py, beside 
 
 throwaway_site("blockmig-bench-fleet-")
 
-# The baseline must be libvirt itself, so (only) benchmarks import it beside the adapter.
-import libvirt  # noqa: E402
 from django.core.management import call_command  # noqa: E402
+from harness.bare_libvirt import bare_libvirt  # noqa: E402  (bench/harness/)
 
 from hosts.models import Domain, Hypervisor  # noqa: E402
 from hosts.sync.fleet import fleet_sync  # noqa: E402
 from hosts.testnode import node_uri, write_node  # noqa: E402
 from hosts.uris import node_file_dir  # noqa: E402
-
-libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
-
-
-def bare_libvirt(uri: str, read_xml: bool) -> None:
-    conn = libvirt.open(uri)
-    try:
-        conn.getType(), conn.getLibVersion(), conn.getVersion(), conn.getHostname()
-        domains = conn.listAllDomains(0)
-        conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT)
-        conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_AUTOSTART)
-        conn.getAllDomainStats(
-            libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_BLOCK,
-            libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_BACKING,
-        )
-        if read_xml:
-            for dom in domains:
-                dom.XMLDesc(0)
-    finally:
-        conn.close()
 
 
 def bare_fleet(uris: list[str], workers: int, read_xml: bool) -> float:

@@ -23,21 +23,18 @@ from throwaway import throwaway_site  # noqa: E402  (bench/throwaway.py, beside 
 
 throwaway_site("blockmig-bench-")
 
-# The baseline must be libvirt itself, so (only) this benchmark imports it beside the adapter.
-import libvirt  # noqa: E402
 from django.contrib.auth import get_user_model  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.db import connection  # noqa: E402
 from django.test import Client  # noqa: E402
 from django.test.utils import CaptureQueriesContext  # noqa: E402
 from django.urls import NoReverseMatch, reverse  # noqa: E402
+from harness.bare_libvirt import bare_libvirt  # noqa: E402  (bench/harness/)
 
 from hosts.models import Hypervisor  # noqa: E402
 from hosts.sync.hypervisor import hypervisor_sync  # noqa: E402
 from hosts.testnode import node_uri, write_node  # noqa: E402
 from hosts.uris import node_file_dir  # noqa: E402
-
-libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
 
 
 def timed(fn, repeat: int = 1) -> float:
@@ -48,24 +45,6 @@ def timed(fn, repeat: int = 1) -> float:
         fn()
         best = min(best, time.perf_counter() - started)
     return best
-
-
-def bare_libvirt(uri: str, read_xml: bool) -> None:
-    conn = libvirt.open(uri)
-    try:
-        conn.getType(), conn.getLibVersion(), conn.getVersion(), conn.getHostname()
-        domains = conn.listAllDomains(0)
-        conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT)
-        conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_AUTOSTART)
-        conn.getAllDomainStats(
-            libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_BLOCK,
-            libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_BACKING,
-        )
-        if read_xml:
-            for dom in domains:
-                dom.XMLDesc(0)
-    finally:
-        conn.close()
 
 
 def measured_sync(hypervisor: Hypervisor, force: bool = False):
@@ -104,7 +83,9 @@ def page_cost(hypervisor: Hypervisor, repeat: int) -> tuple[float, int] | None:
     user = get_user_model().objects.filter(username="bench").first() or get_user_model().objects.create_superuser(
         "bench", "bench@example.org", "bench"
     )
-    client = Client()
+    # A host the throwaway site allows (ALLOWED_HOSTS as in production: the test client's
+    # default `testserver` is refused with DisallowedHost).
+    client = Client(HTTP_HOST="127.0.0.1")
     client.force_login(user)
     response = client.get(url)  # warm template caches and the session
     if response.status_code != 200:

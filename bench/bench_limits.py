@@ -4,8 +4,8 @@ without limits and against bare `virsh blockcopy` at the limits' concurrency, in
     .venv/bin/python bench/bench_limits.py [--count 20] [--data-mib 192] [--host-limit 4]
         [--root-limit 2] [--workers 2] [--db sqlite|postgres]
 
-Setup: a throwaway database (bench_engine.Environment), --workers (2) real `manage.py
-run_worker` processes, --count (20) BIOS-only lab guests (bench_engine.Lab), each on a
+Setup: a throwaway database (harness.site.Environment), --workers (2) real `manage.py
+run_worker` processes, --count (20) BIOS-only lab guests (harness.lab.Lab), each on a
 qcow2 holding --data-mib of written data, and two destination roots (dest-a, dest-b; the
 guests alternate between them). Auto-pivot is on, so each migration completes by itself
 and frees its slot. Every section copies the same guests' disks (each section starts from
@@ -32,35 +32,18 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench_engine import (  # noqa: E402  (after the path: bench/ is not a package)
-    URI,
-    Environment,
-    Lab,
-    WorkerProcess,
-    noise,
-    run,
-)
-
-MiB = 2**20
-
-
-def workers_cpu(workers: list[WorkerProcess]) -> float:
-    return sum(w.cpu() for w in workers)
-
-
-def qcow2_path(name: str) -> str:
-    xml = run("virsh", "-c", URI, "dumpxml", name)
-    start = xml.index("<source file='") + len("<source file='")
-    return xml[start : xml.index("'", start)]
+# The lab benches' harness, beside this script (bench/harness/).
+from harness.lab import Lab, qcow2_path  # noqa: E402
+from harness.machine import URI, MiB, code_version, noise, run  # noqa: E402
+from harness.site import Environment, WorkerProcess, workers_cpu  # noqa: E402
 
 
 def section_app(ctx, label: str, workers: list[WorkerProcess], limited: bool) -> dict:
@@ -238,10 +221,7 @@ def main() -> int:
     parser.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
     args = parser.parse_args()
 
-    code = subprocess.run(
-        ["git", "describe", "--always", "--dirty"], cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True
-    )
-    print(f"bench_limits on {code.stdout.strip() or 'unknown code'}; shared, noisy machine: {noise()}", flush=True)
+    print(f"bench_limits on {code_version()}; shared, noisy machine: {noise()}", flush=True)
     env = Environment(args.db)
     from django.contrib.auth.models import Group, User
 

@@ -25,14 +25,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
-import secrets
 import shutil
 import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
@@ -40,41 +37,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-URI = "qemu:///system"
-MiB = 2**20
+# Beside this script: the throwaway site (bench/throwaway.py) and the lab benches' harness.
+from harness.lab import EventListener, job_gone  # noqa: E402
+from harness.machine import URI, MiB, run, virt_type  # noqa: E402
+from throwaway import throwaway_site  # noqa: E402
+
 POLL = 0.01
 
 
 def setup_environment() -> Path:
-    var = Path(tempfile.mkdtemp(prefix="blockmig-bench-migration-"))
-    os.environ["BLOCKMIG_VAR_DIR"] = str(var)
-    os.environ.setdefault("DJANGO_SECRET_KEY", secrets.token_urlsafe(50))  # a throwaway site's own key
-    os.environ["BLOCKMIG_CHANNEL_PREFIX"] = f"bench{os.getpid()}"
-    os.environ["BLOCKMIG_LOG_LEVEL"] = "WARNING"
-    os.environ["DJANGO_DEBUG"] = "0"
-    os.environ.pop("DATABASE_URL", None)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "blockmig.settings")
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
-    return var
-
-
-def run(*args) -> str:
-    done = subprocess.run([str(a) for a in args], capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(map(str, args))}: {done.stderr.strip() or done.stdout.strip()}")
-    return done.stdout
-
-
-def virt_type() -> str:
-    verdict = Path("/var/tmp/blockmig-test-virt_type")  # shared by the lab tests
-    if verdict.exists() and verdict.read_text().strip() in ("kvm", "qemu"):
-        return verdict.read_text().strip()
-    return "qemu"  # TCG: the guest only has to hold its disk, not boot
+    return throwaway_site(
+        "blockmig-bench-migration-",
+        env={"BLOCKMIG_CHANNEL_PREFIX": f"bench{os.getpid()}", "BLOCKMIG_LOG_LEVEL": "WARNING", "DJANGO_DEBUG": "0"},
+        own_sqlite=True,
+        migrate=True,
+    )
 
 
 def build_image(directory: Path, size_gib: int) -> Path:
@@ -95,52 +72,10 @@ def build_image(directory: Path, size_gib: int) -> Path:
     return disk
 
 
-def job_gone(name: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        done = subprocess.run(["virsh", "-c", URI, "blockjob", name, "vda", "--info"], capture_output=True, text=True)
-        if "No current block job" in done.stdout + done.stderr:
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"the block job on {name}/vda did not end")
-
-
 def settle() -> None:
     """Flush dirty pages between runs so one run's writeback does not slow the next."""
     subprocess.run(["sync"], check=False)
     time.sleep(0.5)
-
-
-class EventListener:
-    """`virsh event --timestamp` on the domain: libvirt's own clock for each block-job event."""
-
-    LINE = re.compile(r"^(\S+ \S+?): event 'block-job-2' .*?: (.+) for (\S+) (\w+)\s*$")
-
-    def __init__(self, name: str, log: Path):
-        self.log = log
-        self.proc = subprocess.Popen(
-            ["virsh", "-c", URI, "event", "--domain", name, "--event", "block-job-2", "--loop", "--timestamp"],
-            stdout=open(log, "w"),
-            stderr=subprocess.STDOUT,
-        )
-
-    def ready_times(self) -> list[float]:
-        times = []
-        for line in self.log.read_text().splitlines():
-            match = self.LINE.match(line.strip())
-            if match and match.group(4) == "ready":
-                stamp = match.group(1)
-                times.append(datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S.%f%z").timestamp())
-        return times
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
 
 
 def bench_blockmig(ctx, dest: Path, events: EventListener) -> dict:
@@ -183,7 +118,7 @@ def bench_blockmig(ctx, dest: Path, events: EventListener) -> dict:
     migration.refresh_from_db()
     if migration.state != "aborted":
         raise RuntimeError(f"migration #{migration.pk} abort ended {migration.state}: {migration.failure_reason}")
-    job_gone(ctx["name"])
+    job_gone(ctx["name"], poll=0.1)
     if dest.exists():
         raise RuntimeError(f"blockmig left {dest} after the abort")
     libvirt_ready = [t for t in events.ready_times() if t >= t0]
@@ -208,7 +143,7 @@ def bench_virsh(ctx, dest: Path) -> dict:
     run("virsh", "-c", URI, "blockcopy", ctx["name"], "vda", dest, "--wait", "--transient-job", "--format", "qcow2")
     seconds = time.time() - t0
     run("virsh", "-c", URI, "blockjob", ctx["name"], "vda", "--abort")
-    job_gone(ctx["name"])
+    job_gone(ctx["name"], poll=0.1)
     dest.unlink(missing_ok=True)
     return {"seconds": seconds}
 

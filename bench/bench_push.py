@@ -23,83 +23,40 @@ import argparse
 import asyncio
 import os
 import re
-import secrets
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from ws_client import MiniWebsocket  # noqa: E402  (bench/, beside this script)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+# Beside this script: the throwaway site, the live pages' rows, the websocket client.
+from harness.live_rows import copying_migration, viewer_cookie  # noqa: E402
+from throwaway import throwaway_site  # noqa: E402
+from ws_client import MiniWebsocket, free_port, percentile, start_daphne  # noqa: E402
 
 
 def setup_environment() -> Path:
-    var = Path(tempfile.mkdtemp(prefix="blockmig-bench-push-"))
-    os.environ["BLOCKMIG_VAR_DIR"] = str(var)
-    os.environ.setdefault("DJANGO_SECRET_KEY", secrets.token_urlsafe(50))  # a throwaway site's own key
-    os.environ["BLOCKMIG_CHANNEL_PREFIX"] = f"bench{os.getpid()}"
-    os.environ["BLOCKMIG_LOG_LEVEL"] = "WARNING"
-    os.environ["DJANGO_DEBUG"] = "0"
-    # --shared-user opens every client as one user: above the per-user cap on open sockets,
-    # which this bench is not about (bench_ws_flood.py is).
-    os.environ["BLOCKMIG_WS_MAX_PER_USER"] = "100000"
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "blockmig.settings")
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
-    return var
+    return throwaway_site(
+        "blockmig-bench-push-",
+        env={
+            "BLOCKMIG_CHANNEL_PREFIX": f"bench{os.getpid()}",
+            "BLOCKMIG_LOG_LEVEL": "WARNING",
+            "DJANGO_DEBUG": "0",
+            # --shared-user opens every client as one user: above the per-user cap on open
+            # sockets, which this bench is not about (bench_ws_flood.py is).
+            "BLOCKMIG_WS_MAX_PER_USER": "100000",
+        },
+        migrate=True,
+    )
 
 
 def create_rows(clients: int, shared_user: bool):
-    from django.contrib.auth.models import Group, User
-    from django.test import Client
-
-    from blockmig.models import Migration, MigrationDisk
-    from blockmig.states import State
-    from hosts.models import Hypervisor
-    from hosts.roles import setup_roles
-
-    setup_roles()
-    viewer_group = Group.objects.get(name="viewer")
-    operator = User.objects.create_user("operator")
-    operator.groups.add(Group.objects.get(name="operator"))
-    host = Hypervisor.objects.create(name="bench", uri="test:///default")
-    migration = Migration.objects.create(
-        hypervisor=host, domain_uuid="00000000-0000-4000-8000-0000000000b1", domain_name="benchvm",
-        requested_by=operator, state=State.COPYING, bytes_total=1 << 30,
-    )  # fmt: skip
-    MigrationDisk.objects.create(
-        migration=migration, hypervisor=host, domain_uuid=migration.domain_uuid, target="vda",
-        source_path="/srv/a.qcow2", destination="/srv/b.qcow2", end=1 << 30,
-    )  # fmt: skip
-    cookies = []
-    for i in range(1 if shared_user else clients):
-        user = User.objects.create_user(f"viewer{i}")
-        user.groups.add(viewer_group)
-        client = Client()
-        client.force_login(user)
-        cookies.append(f"sessionid={client.cookies['sessionid'].value}")
-    return migration.pk, [cookies[i % len(cookies)] for i in range(clients)]
+    migration_id = copying_migration("00000000-0000-4000-8000-0000000000b1", "benchvm")
+    cookies = [viewer_cookie(f"viewer{i}") for i in range(1 if shared_user else clients)]
+    return migration_id, [cookies[i % len(cookies)] for i in range(clients)]
 
 
 async def run_push(port: int, migration_id: int, cookies: list[str], updates: int) -> list[float]:
@@ -182,20 +139,8 @@ def main() -> int:
     var = setup_environment()
     migration_id, cookies = create_rows(args.clients, args.shared_user)
     port = free_port()
-    daphne = subprocess.Popen(
-        [str(Path(sys.executable).parent / "daphne"), "-b", "127.0.0.1", "-p", str(port), "blockmig.asgi:application"],
-        cwd=ROOT, env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
+    daphne = start_daphne(port, var / "daphne.log")
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or daphne.poll() is not None:
-                    raise SystemExit(f"daphne did not start: {daphne.stderr.read().decode()[-2000:]}") from None
-                time.sleep(0.1)
         bare = asyncio.run(run_bare(args.clients, args.updates))
         push = asyncio.run(run_push(port, migration_id, cookies, args.updates))
     finally:

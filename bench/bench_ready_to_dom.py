@@ -38,460 +38,45 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
-import secrets
 import shutil
-import signal
-import socket
-import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
-from urllib.request import urlopen
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-URI = "qemu:///system"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-READY_WORDING = "Ready — awaiting approval"
-PASSWORD = "pw-bench-ready-to-dom"
-START_TIMEOUT = 60.0
-
-# Runs in every page before its own scripts. Keyed on the migration id in the URL.
-INIT_SCRIPT = r"""
-(() => {
-  const m = location.pathname.match(/^\/migrations\/(\d+)\/$/);
-  if (!m) { return; }
-  const id = m[1];
-  const WORDING = %(wording)s;
-  const now = () => performance.timeOrigin + performance.now();
-  const b = window.__bench = {id: id, wsOpen: null, frame: null, dom: null, domDateNow: null, paint: null,
-                              initialReady: null, initialText: null};
-  const statusReady = () => {
-    const el = document.getElementById('migration-' + id + '-status');
-    return !!el && el.textContent.includes(WORDING);
-  };
-  // Re-arm for the next sample on the same page (the baseline tab).
-  b.arm = () => { b.frame = null; b.dom = null; b.domDateNow = null; b.paint = null; };
-  const observer = new MutationObserver(() => {
-    if (b.dom !== null || document.readyState === 'loading') { return; }
-    if (statusReady()) {
-      b.dom = now();
-      b.domDateNow = Date.now();
-      requestAnimationFrame(() => { b.paint = now(); });
-    }
-  });
-  observer.observe(document, {childList: true, subtree: true, characterData: true});
-  document.addEventListener('DOMContentLoaded', () => {
-    b.initialReady = statusReady();
-    const el = document.getElementById('migration-' + id + '-status');
-    b.initialText = el ? el.textContent.replace(/\s+/g, ' ').trim().slice(0, 80) : null;
-  });
-  document.addEventListener('htmx:wsOpen', () => { if (b.wsOpen === null) { b.wsOpen = now(); } });
-  document.addEventListener('htmx:wsBeforeMessage', (e) => {
-    if (b.frame === null && typeof e.detail.message === 'string' && e.detail.message.includes(WORDING)) {
-      b.frame = now();
-    }
-  });
-})();
-"""
-
-
-# -- site -------------------------------------------------------------------------------------
+# Beside this script: its parts (bench/ready_to_dom/), the harness, the site and the helpers.
+from harness.lab import EventListener  # noqa: E402
+from harness.processes import Process, ensure_redis, wait_for_http  # noqa: E402
+from ready_to_dom.page import CHROMIUM, CHROMIUM_ARGS, PASSWORD, login  # noqa: E402
+from ready_to_dom.report import ms, report  # noqa: E402
+from ready_to_dom.runs import baseline_sample, create_baseline_row, real_run  # noqa: E402
+from throwaway import throwaway_site  # noqa: E402
+from ws_client import free_port  # noqa: E402
 
 
 def setup_environment() -> tuple[Path, dict[str, str]]:
-    var = Path(tempfile.mkdtemp(prefix="blockmig-bench-r2d-"))
-    os.environ["BLOCKMIG_VAR_DIR"] = str(var)
-    os.environ.setdefault("DJANGO_SECRET_KEY", secrets.token_urlsafe(50))  # a throwaway site's own key
-    os.environ["BLOCKMIG_CHANNEL_PREFIX"] = f"benchr2d{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    os.environ.setdefault("BLOCKMIG_LOG_LEVEL", "WARNING")  # BLOCKMIG_LOG_LEVEL=DEBUG to diagnose
-    os.environ["DJANGO_DEBUG"] = "0"
-    os.environ["DATABASE_URL"] = f"sqlite:///{var / 'db.sqlite3'}"
-    os.environ["DJANGO_SETTINGS_MODULE"] = "blockmig.settings"
-    os.environ["PYTHONUNBUFFERED"] = "1"
+    var = throwaway_site(
+        "blockmig-bench-r2d-",
+        "WARNING",  # BLOCKMIG_LOG_LEVEL=DEBUG to diagnose
+        env={
+            "BLOCKMIG_CHANNEL_PREFIX": f"benchr2d{os.getpid()}-{uuid.uuid4().hex[:6]}",
+            "DJANGO_DEBUG": "0",
+            "DJANGO_SETTINGS_MODULE": "blockmig.settings",
+            "PYTHONUNBUFFERED": "1",
+        },
+        own_sqlite=True,
+        migrate=True,
+        remove_at_exit=False,  # main() removes it, or keeps the logs (--keep-logs)
+    )
     # The subprocesses get the environment as it is now: the site as `make run` runs it.
     site_env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
     # Playwright's sync API keeps an event loop on this thread; the ORM here must not refuse.
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
     return var, site_env
-
-
-def ensure_redis() -> None:
-    import redis
-    from django.conf import settings
-
-    try:
-        redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2).ping()
-    except redis.ConnectionError:
-        subprocess.run(["make", "-s", "redis"], cwd=ROOT, check=True)
-
-
-class Process:
-    def __init__(self, name: str, args: list[str], env: dict[str, str], log: Path):
-        self.name, self.log_path = name, log
-        with open(log, "w") as out:
-            self.popen = subprocess.Popen(
-                args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
-            )
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait_for_log(self, pattern: str, timeout: float = START_TIMEOUT) -> re.Match:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            match = re.search(pattern, self.log())
-            if match:
-                return match
-            if self.popen.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise RuntimeError(f"{self.name} did not log {pattern!r} (exit {self.popen.poll()}):\n{self.log()[-3000:]}")
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:
-        if self.popen.poll() is None:
-            try:
-                os.killpg(self.popen.pid, sig)
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                pass
-            except ProcessLookupError:
-                pass
-        try:
-            os.killpg(self.popen.pid, signal.SIGKILL)  # whatever it left in its own group
-        except ProcessLookupError:
-            pass
-        self.popen.wait(10)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_http(process: Process, url: str, timeout: float = START_TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urlopen(url, timeout=5) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            if process.popen.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{process.name} does not answer {url}:\n{process.log()[-3000:]}") from None
-        time.sleep(0.05)
-
-
-class EventListener:
-    """`virsh event --timestamp` on the domain: libvirt's READY as its own client hears it."""
-
-    LINE = re.compile(r"^(\S+ \S+?): event 'block-job-2' .*?: (.+) for (\S+) (\w+)\s*$")
-
-    def __init__(self, name: str, log: Path):
-        self.log = log
-        with open(log, "w") as out:
-            self.proc = subprocess.Popen(
-                [
-                    "stdbuf",
-                    "-oL",
-                    "virsh",
-                    "-c",
-                    URI,
-                    "event",
-                    "--domain",
-                    name,
-                    "--event",
-                    "block-job-2",
-                    "--loop",
-                    "--timestamp",
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    def ready_times(self) -> list[float]:
-        times = []
-        for line in self.log.read_text(errors="replace").splitlines():
-            match = self.LINE.match(line.strip())
-            if match and match.group(4) == "ready":
-                times.append(datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S.%f%z").timestamp())
-        return times
-
-    def ready_after(self, since: float, timeout: float = 5.0) -> float | None:
-        deadline = time.monotonic() + timeout
-        while True:
-            found = [t for t in self.ready_times() if t >= since]
-            if found or time.monotonic() > deadline:
-                return min(found) if found else None
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGINT)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
-
-
-def job_gone(name: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        done = subprocess.run(["virsh", "-c", URI, "blockjob", name, "vda", "--info"], capture_output=True, text=True)
-        if "No current block job" in done.stdout + done.stderr:
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"the block job on {name}/vda did not end")
-
-
-def wait_state(migration_id: int, states: set[str], timeout: float = 60.0) -> str:
-    from blockmig.models import Migration
-
-    deadline = time.monotonic() + timeout
-    while True:
-        state = Migration.objects.values_list("state", flat=True).get(pk=migration_id)
-        if state in states or time.monotonic() > deadline:
-            return state
-        time.sleep(0.02)
-
-
-# -- measurements -------------------------------------------------------------------------------
-
-
-def real_run(ctx, page, index: int) -> dict:
-    from blockmig.lifecycle import DiskRequest, migration_abort, migration_request
-    from blockmig.models import AuditEvent, Migration
-
-    dest = ctx.vm.backups / f"copy-{index}.qcow2"
-    requested = time.time()
-    migration = migration_request(
-        user=ctx.operator,
-        hypervisor=ctx.host,
-        domain_uuid=ctx.vm.uuid,
-        disks=[DiskRequest("vda", str(dest))],
-        mode="shallow",
-        bandwidth_mib=ctx.bandwidth,
-    )
-    page.bring_to_front()
-    page.goto(f"/migrations/{migration.pk}/")
-    page.wait_for_function("window.__bench && window.__bench.dom !== null", timeout=60_000, polling=50)
-    page.wait_for_function("window.__bench.paint !== null", timeout=5_000)
-    js = page.evaluate("({...window.__bench, arm: undefined})")
-
-    state = wait_state(migration.pk, {"ready", "failed", "aborted", "completed"})
-    migration.refresh_from_db()
-    if state != "ready":
-        raise RuntimeError(f"migration #{migration.pk} is {state}: {migration.failure_reason}")
-    ready_audit = AuditEvent.objects.get(migration=migration, event_type="ready")
-    engine = datetime.fromisoformat(ready_audit.details["ready_events"]["vda"]).timestamp()
-    libvirt = ctx.events.ready_after(requested)
-
-    migration_abort(migration=Migration.objects.get(pk=migration.pk), user=ctx.operator)
-    state = wait_state(migration.pk, {"aborted", "failed"})
-    if state != "aborted":
-        raise RuntimeError(f"migration #{migration.pk} abort ended {state}")
-    job_gone(ctx.vm.name)
-    if dest.exists():
-        raise RuntimeError(f"{dest} is still there after the abort")
-
-    ready_at = migration.ready_at.timestamp()
-    valid = libvirt is not None and js["wsOpen"] is not None and js["wsOpen"] / 1000 < libvirt and not js["initialReady"]
-    return {
-        "id": migration.pk,
-        "valid": valid,
-        "libvirt": libvirt,
-        "page_open_before_ready": None if libvirt is None or js["wsOpen"] is None else libvirt - js["wsOpen"] / 1000,
-        "libvirt_to_engine": engine - libvirt if libvirt else None,
-        "engine_to_ready_at": ready_at - engine,
-        "libvirt_to_ready_at": ready_at - libvirt if libvirt else None,
-        "ready_at_to_frame": js["frame"] / 1000 - ready_at if js["frame"] else None,
-        "frame_to_dom": (js["dom"] - js["frame"]) / 1000 if js["frame"] else None,
-        "ready_at_to_dom": js["dom"] / 1000 - ready_at,
-        "total": js["dom"] / 1000 - libvirt if libvirt else None,
-        "total_engine": js["dom"] / 1000 - engine,
-        "dom_to_paint": (js["paint"] - js["dom"]) / 1000,
-        "clock_skew_ms": js["domDateNow"] - js["dom"],
-    }
-
-
-def login(browser, base_url: str):
-    context = browser.new_context(base_url=base_url, viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(30_000)
-    context.add_init_script(INIT_SCRIPT % {"wording": repr(READY_WORDING)})
-    page = context.new_page()
-    page.goto("/accounts/login/")
-    page.fill("#id_username", "approver")
-    page.fill("#id_password", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(lambda url: "/accounts/login/" not in url)
-    return page
-
-
-def create_baseline_row(ctx) -> int:
-    from blockmig.models import Migration, MigrationDisk
-    from blockmig.states import State
-
-    fake_uuid = str(uuid.uuid4())
-    migration = Migration.objects.create(
-        hypervisor=ctx.host,
-        domain_uuid=fake_uuid,
-        domain_name=f"{ctx.vm.name}-baseline",
-        requested_by=ctx.operator,
-        state=State.COPYING,
-        bytes_total=64 << 20,
-        bytes_done=32 << 20,
-        bandwidth_mib=ctx.bandwidth,
-        # Held by the bench for a day: no worker claims it.
-        lease_owner=f"bench-baseline-{os.getpid()}",
-        lease_expires_at=datetime.now(UTC) + timedelta(days=1),
-    )
-    MigrationDisk.objects.create(
-        migration=migration,
-        hypervisor=ctx.host,
-        domain_uuid=fake_uuid,
-        target="vda",
-        source_path=str(ctx.vm.disks[0].path),
-        destination=str(ctx.vm.backups / "baseline.qcow2"),
-        end=64 << 20,
-        cur=32 << 20,
-    )
-    return migration.pk
-
-
-def baseline_sample(page, migration_id: int) -> dict:
-    from blockmig.live import publish
-    from blockmig.models import Migration
-    from blockmig.states import State
-
-    page.bring_to_front()
-    # Back to copying, and wait until the page shows it, so the next flip is a fresh change.
-    Migration.objects.filter(pk=migration_id).update(state=State.COPYING, ready_at=None, bytes_done=32 << 20)
-    publish.migration_changed(migration_id)
-    page.wait_for_function(
-        f"!document.getElementById('migration-{migration_id}-status').textContent.includes({READY_WORDING!r})",
-        timeout=20_000,
-        polling=20,
-    )
-    page.evaluate("window.__bench.arm()")
-    time.sleep(0.05)
-    Migration.objects.filter(pk=migration_id).update(state=State.READY, ready_at=datetime.now(UTC), bytes_done=64 << 20)
-    published = time.time()
-    publish.migration_changed(migration_id)
-    page.wait_for_function("window.__bench.dom !== null && window.__bench.paint !== null", timeout=20_000, polling=20)
-    js = page.evaluate("({...window.__bench, arm: undefined})")
-    return {
-        "publish_to_frame": js["frame"] / 1000 - published if js["frame"] else None,
-        "frame_to_dom": (js["dom"] - js["frame"]) / 1000 if js["frame"] else None,
-        "total": js["dom"] / 1000 - published,
-        "dom_to_paint": (js["paint"] - js["dom"]) / 1000,
-    }
-
-
-# -- report -------------------------------------------------------------------------------------
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest rank (as bench_push): with 10 samples p95 is the largest."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
-
-
-def ms(value) -> str:
-    return "     n/a" if value is None else f"{value * 1000:8.1f}"
-
-
-def stats_line(label: str, values: list) -> str:
-    known = [v for v in values if v is not None]
-    if not known:
-        return f"  {label:40}{'n/a':>9}"
-    return (
-        f"  {label:40}{statistics.median(known) * 1000:9.1f}{percentile(known, 95) * 1000:9.1f}"
-        f"{min(known) * 1000:9.1f}{max(known) * 1000:9.1f}"
-    )
-
-
-def report(runs: list[dict], base: list[dict], args) -> None:
-    valid = [r for r in runs if r["valid"]]
-    print()
-    print(
-        f"READY → DOM in Chromium, {len(runs)} runs ({len(valid)} valid: socket open before READY), "
-        f"shallow copy at {args.bandwidth} MiB/s; baseline {len(base)} publish → DOM samples, same site and browser"
-    )
-    print()
-    print(
-        "per run (ms)   READY→engine  engine→ready_at  ready_at→frame  frame→DOM   READY→DOM   DOM→paint  (socket open before READY)"
-    )
-    for i, r in enumerate(runs, 1):
-        flag = "" if r["valid"] else "   NOT COUNTED"
-        print(
-            f"  run {i:2} #{r['id']:<4}{ms(r['libvirt_to_engine']):>12}{ms(r['engine_to_ready_at']):>16}"
-            f"{ms(r['ready_at_to_frame']):>16}{ms(r['frame_to_dom']):>11}{ms(r['total']):>12}{ms(r['dom_to_paint']):>12}"
-            f"  ({ms(r['page_open_before_ready']).strip()} ms){flag}"
-        )
-    print()
-    print(f"  {'(ms)':40}{'p50':>9}{'p95':>9}{'min':>9}{'max':>9}")
-    print("  READY → DOM, broken down")
-    for key, label in (
-        ("libvirt_to_engine", "libvirt READY (virsh) → engine callback"),
-        ("engine_to_ready_at", "engine callback → row ready_at"),
-        ("libvirt_to_ready_at", "libvirt READY → row ready_at (DB)"),
-        ("ready_at_to_frame", "row ready_at → ws frame in browser"),
-        ("frame_to_dom", "ws frame → DOM (htmx swap)"),
-        ("ready_at_to_dom", "row ready_at → DOM"),
-        ("total", "libvirt READY → DOM  (t1 − t0)"),
-        ("total_engine", "engine callback → DOM"),
-        ("dom_to_paint", "DOM → next animation frame"),
-    ):
-        print(stats_line(label, [r[key] for r in valid]))
-    print("  baseline: bare push transport, no libvirt/engine")
-    for key, label in (
-        ("publish_to_frame", "publish call → ws frame in browser"),
-        ("frame_to_dom", "ws frame → DOM (htmx swap)"),
-        ("total", "publish.migration_changed → DOM"),
-        ("dom_to_paint", "DOM → next animation frame"),
-    ):
-        print(stats_line(label, [b[key] for b in base]))
-    totals = [r["total"] for r in valid if r["total"] is not None]
-    base_totals = [b["total"] for b in base]
-    if totals and base_totals:
-        p50 = statistics.median(totals) / statistics.median(base_totals)
-        p95 = percentile(totals, 95) / percentile(base_totals, 95)
-        print()
-        print(
-            f"READY → DOM: p50 {statistics.median(totals) * 1000:.1f} ms, p95 {percentile(totals, 95) * 1000:.1f} ms;"
-            f" publish → DOM: p50 {statistics.median(base_totals) * 1000:.1f} ms, p95 {percentile(base_totals, 95) * 1000:.1f} ms"
-        )
-        print(f"ratio READY→DOM / publish→DOM: p50 {p50:.2f}x, p95 {p95:.2f}x")
-    skew = [abs(r["clock_skew_ms"]) for r in runs]
-    print(f"(page clock check: |Date.now() − timeOrigin+now()| ≤ {max(skew):.1f} ms at the DOM update)")
-
-
-# -- main -----------------------------------------------------------------------------------------
 
 
 def main() -> int:
@@ -577,7 +162,7 @@ def main() -> int:
                 # Two windows (contexts) of the same approver: the real runs' page, the baseline's.
                 page, baseline_page = login(browser, base_url), login(browser, base_url)
                 baseline_page.goto(f"/migrations/{baseline_id}/")
-                baseline_page.wait_for_function("document.documentElement.dataset.live === 'open'")
+                baseline_page.wait_for_function("() => document.documentElement.dataset.live === 'open'")
                 print(
                     f"site up in {time.monotonic() - started:.1f} s (daphne :{port}, worker, Chromium; domain {vm.name})",
                     flush=True,

@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import os
 import re
-import secrets
 import shutil
 import signal
 import statistics
@@ -37,27 +36,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from ws_client import MiniWebsocket, free_port, percentile, start_daphne  # noqa: E402  (bench/)
+from harness.live_rows import copying_migration  # noqa: E402  (bench/, beside this script)
+from throwaway import throwaway_site  # noqa: E402
+from ws_client import MiniWebsocket, free_port, percentile, start_daphne  # noqa: E402
 
 BARE_PATH = "/ws/bench-bare/"
 CONNECT_BATCH = 50  # handshakes under way at once while the clients connect
 
 
 def setup_environment() -> Path:
-    var = Path(tempfile.mkdtemp(prefix="blockmig-bench-fanout-"))
-    os.environ["BLOCKMIG_VAR_DIR"] = str(var)
-    os.environ.setdefault("DJANGO_SECRET_KEY", secrets.token_urlsafe(50))  # a throwaway site's own key
-    os.environ["BLOCKMIG_CHANNEL_PREFIX"] = f"bench{os.getpid()}"
-    os.environ["BLOCKMIG_LOG_LEVEL"] = "WARNING"
-    os.environ["DJANGO_DEBUG"] = "0"
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "blockmig.settings")
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
-    return var
+    return throwaway_site(
+        "blockmig-bench-fanout-",
+        env={"BLOCKMIG_CHANNEL_PREFIX": f"bench{os.getpid()}", "BLOCKMIG_LOG_LEVEL": "WARNING", "DJANGO_DEBUG": "0"},
+        migrate=True,
+    )
 
 
 def create_rows(clients: int) -> tuple[int, list[str]]:
@@ -67,23 +59,7 @@ def create_rows(clients: int) -> tuple[int, list[str]]:
     from django.contrib.auth.models import Group, User
     from django.contrib.sessions.backends.db import SessionStore
 
-    from blockmig.models import Migration, MigrationDisk
-    from blockmig.states import State
-    from hosts.models import Hypervisor
-    from hosts.roles import setup_roles
-
-    setup_roles()
-    operator = User.objects.create_user("operator")
-    operator.groups.add(Group.objects.get(name="operator"))
-    host = Hypervisor.objects.create(name="bench", uri="test:///default")
-    migration = Migration.objects.create(
-        hypervisor=host, domain_uuid="00000000-0000-4000-8000-0000000000b1", domain_name="benchvm",
-        requested_by=operator, state=State.COPYING, bytes_total=1 << 30,
-    )  # fmt: skip
-    MigrationDisk.objects.create(
-        migration=migration, hypervisor=host, domain_uuid=migration.domain_uuid, target="vda",
-        source_path="/srv/a.qcow2", destination="/srv/b.qcow2", end=1 << 30,
-    )  # fmt: skip
+    migration_id = copying_migration("00000000-0000-4000-8000-0000000000b1", "benchvm")
     # Users without a usable password (nothing to hash), logged in by writing their sessions
     # the way django.contrib.auth.login does.
     viewers = User.objects.bulk_create(User(username=f"viewer{i}", password="!") for i in range(clients))
@@ -98,7 +74,7 @@ def create_rows(clients: int) -> tuple[int, list[str]]:
         session[HASH_SESSION_KEY] = user.get_session_auth_hash()
         session.create()
         cookies.append(f"sessionid={session.session_key}")
-    return migration.pk, cookies
+    return migration_id, cookies
 
 
 async def connect_all(port: int, path: str, cookies: list[str]) -> list[MiniWebsocket]:

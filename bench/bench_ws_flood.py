@@ -25,220 +25,52 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-SAMPLE_TIMEOUT = 10.0  # the measured user's socket, then it counts as failed
-FLOOD_TIMEOUT = 30.0  # a flood socket's, then it counts as dropped
+# Beside this script: the client side (bench/ws_flood/), the throwaway site, the live pages'
+# rows, daphne and the helpers.
+from harness.live_rows import copying_migration, viewer_cookie  # noqa: E402
+from throwaway import throwaway_site  # noqa: E402
+from ws_client import free_port, percentile, start_daphne  # noqa: E402
+from ws_flood.client import flood, measure, measure_during_flood, sample  # noqa: E402
+
 # The comparison daphne: cap and per-user turns lifted, the protection as before issue 9.
 UNPROTECTED = {"BLOCKMIG_WS_MAX_PER_USER": "100000", "BLOCKMIG_WS_HANDSHAKES_PER_USER": "100000"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
-
-
-# -- the client side ---------------------------------------------------------------------------
-
-
-async def open_socket(port: int, path: str, cookie: str, origin: str | None = None):
-    """An open connection, or the HTTP status that refused it."""
-    from websockets.asyncio.client import connect
-    from websockets.exceptions import InvalidStatus
-
-    try:
-        return await connect(
-            f"ws://127.0.0.1:{port}{path}", origin=origin or f"http://127.0.0.1:{port}",
-            additional_headers={"Cookie": cookie}, proxy=None, open_timeout=60, ping_interval=None, max_size=None,
-        )  # fmt: skip
-    except InvalidStatus as refused:
-        return refused.response.status_code
-
-
-async def flood(port: int, path: str, cookie: str, origin: str | None, count: int, waves: int) -> list[dict]:
-    """`waves` times: `count` handshakes at once, each until open with its first frame or
-    refused; then all closed. Returns each wave's times and outcome. Bare asyncio streams,
-    so that the flooding client costs little CPU next to the daphne it floods."""
-    request = (
-        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}\r\nSec-WebSocket-Version: 13\r\n"
-        f"Origin: {origin or f'http://127.0.0.1:{port}'}\r\nCookie: {cookie}\r\n\r\n"
-    ).encode()
-
-    async def one():
-        try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            return 0, None
-        try:
-            writer.write(request)
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=FLOOD_TIMEOUT)
-            status = int(head.split(b" ", 2)[1])
-            if status == 101:
-                await asyncio.wait_for(reader.readexactly(1), timeout=FLOOD_TIMEOUT)  # the first frame begins
-        except (OSError, EOFError, ValueError, asyncio.IncompleteReadError, TimeoutError):
-            status = 0  # dropped by daphne before the handshake finished
-        return status, writer
-
-    report = []
-    for _ in range(waves):
-        started = time.monotonic()
-        results = await asyncio.gather(*(one() for _ in range(count)))
-        ended = time.monotonic()
-        for _, writer in results:
-            if writer is not None:
-                writer.close()
-        report.append(
-            {
-                "start": started,
-                "end": ended,
-                "open": sum(s == 101 for s, _ in results),
-                "refused": sum(s == 403 for s, _ in results),
-                "dropped": sum(s == 0 for s, _ in results),
-            }
-        )
-        await asyncio.sleep(0.3)  # slots of the closed sockets are released
-    return report
-
-
-async def sample(port: int, path: str, cookie: str) -> tuple[float, float, float, bool]:
-    """One socket of the measured user: (started, handshake seconds, first frame seconds,
-    ok). A socket that failed (refused, dropped, timed out after SAMPLE_TIMEOUT) counts
-    with the time it took to fail."""
-    started = time.monotonic()
-    try:
-        ws = await asyncio.wait_for(open_socket(port, path, cookie), timeout=SAMPLE_TIMEOUT)
-        if isinstance(ws, int):
-            raise ConnectionError(f"refused ({ws})")
-        opened = time.monotonic()
-        await asyncio.wait_for(ws.recv(), timeout=SAMPLE_TIMEOUT)
-    except Exception:
-        failed = time.monotonic() - started
-        return started, failed, failed, False
-    result = (started, opened - started, time.monotonic() - started, True)
-    await ws.close()
-    return result
-
-
-async def measure(port: int, path: str, cookie: str, until) -> list[tuple[float, float, float, bool]]:
-    """Sockets one after another while `until()` is false."""
-    samples = []
-    while not until():
-        samples.append(await sample(port, path, cookie))
-        await asyncio.sleep(0.01)
-    return samples
-
-
-async def measure_during_flood(port: int, path: str, cookie: str, flooder: str, origin: str | None, args):
-    worker = await asyncio.create_subprocess_exec(
-        sys.executable, __file__, "--flood-worker", json.dumps([port, path, flooder, origin, args.flood, args.waves]),
-        stdout=asyncio.subprocess.PIPE, cwd=ROOT,
-    )  # fmt: skip
-    samples = await measure(port, path, cookie, until=lambda: worker.returncode is not None)
-    out, _ = await worker.communicate()
-    if worker.returncode != 0:
-        raise SystemExit("the flood process failed")
-    waves = json.loads(out.decode().strip().splitlines()[-1])
-    during = [s for s in samples if any(w["start"] <= s[0] <= w["end"] for w in waves)]
-    if not during:
-        raise SystemExit("no handshake of the measured user fell inside a wave; raise --waves")
-    return during, waves
 
 
 # -- the server side ---------------------------------------------------------------------------
 
 
 def setup_environment() -> Path:
-    var = Path(tempfile.mkdtemp(prefix="blockmig-bench-flood-"))
-    os.environ["BLOCKMIG_VAR_DIR"] = str(var)
-    os.environ["BLOCKMIG_CHANNEL_PREFIX"] = f"benchflood{os.getpid()}"
-    os.environ["BLOCKMIG_LOG_LEVEL"] = "ERROR"
-    os.environ["DJANGO_DEBUG"] = "0"
-    os.environ.setdefault("DJANGO_SECRET_KEY", f"bench-flood-{os.urandom(24).hex()}")
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "blockmig.settings")
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
-    return var
+    return throwaway_site(
+        "blockmig-bench-flood-",
+        env={"BLOCKMIG_CHANNEL_PREFIX": f"benchflood{os.getpid()}", "BLOCKMIG_LOG_LEVEL": "ERROR", "DJANGO_DEBUG": "0"},
+        migrate=True,
+    )
 
 
 def create_rows() -> tuple[int, dict[str, str]]:
-    from django.contrib.auth.models import Group, User
-    from django.test import Client
-
-    from blockmig.models import Migration, MigrationDisk
-    from blockmig.states import State
-    from hosts.models import Hypervisor
-    from hosts.roles import setup_roles
-
-    setup_roles()
-    operator = User.objects.create_user("operator")
-    operator.groups.add(Group.objects.get(name="operator"))
-    host = Hypervisor.objects.create(name="bench", uri="test:///default")
-    migration = Migration.objects.create(
-        hypervisor=host, domain_uuid="00000000-0000-4000-8000-0000000000f1", domain_name="floodvm",
-        requested_by=operator, state=State.COPYING, bytes_total=1 << 30, bytes_done=1 << 28,
-    )  # fmt: skip
-    MigrationDisk.objects.create(
-        migration=migration, hypervisor=host, domain_uuid=migration.domain_uuid, target="vda",
-        source_path="/srv/a.qcow2", destination="/srv/b.qcow2", end=1 << 30,
-    )  # fmt: skip
-    cookies = {}
-    for name in ("flooder", "flooder-uncapped", "measured"):
-        user = User.objects.create_user(name)
-        user.groups.add(Group.objects.get(name="viewer"))
-        client = Client()
-        client.force_login(user)
-        cookies[name] = f"sessionid={client.cookies['sessionid'].value}"
-    return migration.pk, cookies
-
-
-def start_daphne(overrides: dict[str, str]) -> tuple[subprocess.Popen, int]:
-    port = free_port()
-    env = {**os.environ, **overrides}
-    daphne = subprocess.Popen(
-        [str(Path(sys.executable).parent / "daphne"), "-b", "127.0.0.1", "-p", str(port), "blockmig.asgi:application"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return daphne, port
-        except OSError:
-            if time.monotonic() > deadline or daphne.poll() is not None:
-                raise SystemExit(f"daphne did not start: {daphne.stderr.read().decode()[-2000:]}") from None
-            time.sleep(0.1)
+    migration_id = copying_migration("00000000-0000-4000-8000-0000000000f1", "floodvm", bytes_done=1 << 28)
+    return migration_id, {name: viewer_cookie(name) for name in ("flooder", "flooder-uncapped", "measured")}
 
 
 def on_daphne(
-    overrides: dict[str, str], path: str, cookies: dict[str, str], floods: list[tuple[str, str, str | None]], args
+    overrides: dict[str, str], path: str, cookies: dict[str, str], floods: list[tuple[str, str, str | None]], args, log: Path
 ) -> list:
-    """Against one daphne: the baseline, then each (label, flooding user, Origin) flood.
-    Returns [(label, samples, waves)], the baseline first."""
-    daphne, port = start_daphne(overrides)
+    """Against one daphne (its output in `log`): the baseline, then each (label, flooding
+    user, Origin) flood. Returns [(label, samples, waves)], the baseline first."""
+    port = free_port()
+    daphne = start_daphne(port, log, env={**os.environ, **overrides})
     try:
 
         async def run():
@@ -319,13 +151,20 @@ def main() -> int:
         capped = on_daphne({}, path, cookies, [
             (f"flood, cap {cap} per user", "flooder", None),
             ("flood refused at the Origin (floor)", "flooder", "http://127.0.0.1:{other_port}"),
-        ], args)  # fmt: skip
+        ], args, var / "daphne.log")  # fmt: skip
         # Every socket of such a flood is served, so each wave takes long: two are plenty.
         args.waves = min(args.waves, 2)
         uncapped = (
             None
             if args.no_uncapped
-            else on_daphne(UNPROTECTED, path, cookies, [("flood, no cap, no turns", "flooder-uncapped", None)], args)
+            else on_daphne(
+                UNPROTECTED,
+                path,
+                cookies,
+                [("flood, no cap, no turns", "flooder-uncapped", None)],
+                args,
+                var / "daphne-uncapped.log",
+            )
         )
     finally:
         shutil.rmtree(var, ignore_errors=True)

@@ -29,14 +29,21 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def start_daphne(
-    port: int, log: Path, app: str = "blockmig.asgi:application", python: list[str] | None = None
+    port: int,
+    log: Path,
+    app: str = "blockmig.asgi:application",
+    python: list[str] | None = None,
+    env: dict[str, str] | None = None,
 ) -> subprocess.Popen:
     """A daphne on 127.0.0.1:`port` serving `app` from the repository root, started and
-    answering, its output in `log`; `python` runs it under another command (a profiler)."""
+    answering, its output in `log`; `python` runs it under another command (a profiler);
+    `env` is its environment (this process's by default)."""
     daphne = [str(Path(sys.executable).parent / "daphne")]
     command = [*(python or []), *daphne, "-b", "127.0.0.1", "-p", str(port), app]
     with open(log, "wb") as output:  # a file, not a pipe: a full pipe would stall daphne
-        process = subprocess.Popen(command, cwd=ROOT, env=os.environ.copy(), stdout=output, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=os.environ.copy() if env is None else env, stdout=output, stderr=subprocess.STDOUT
+        )
     deadline = time.monotonic() + 30
     while True:
         try:
