@@ -200,3 +200,8 @@ def test_the_length_check_sees_a_long_module(tmp_path):
     short.write_text("x = 1\n" * 3)
     long.write_text("x = 1\n" * 4)
     assert long_modules({"short": short, "long": long}, limit=3) == ["long: 4 lines"]
+
+
+def test_no_test_or_bench_module_is_longer_than_a_reader_takes_in():
+    found = {str(path.relative_to(ROOT)): path for folder in ("tests", "bench") for path in sorted((ROOT / folder).rglob("*.py"))}
+    assert long_modules(found) == []
