@@ -15,7 +15,7 @@ from blockmig.lifecycle import (
     migration_set_bandwidth,
 )
 from blockmig.models import AuditEvent
-from tests.helpers import wait_for_state
+from tests.helpers import wait_for_state, wait_until
 from tests.lab.engine_helpers import chain_paths, has_block_job, make_hypervisor, run
 
 pytestmark = pytest.mark.lab
@@ -103,6 +103,8 @@ def test_abort_by_operator_restores_pre_migration_state(domains, people, worker)
         user=people["operator"], hypervisor=host, domain_uuid=vm.uuid, disks=[DiskRequest("vda", str(copy))], bandwidth_mib=1
     )
     wait_for_state(migration, "copying")
+    # copying is committed before blockCopy is called: wait for libvirt to have taken it.
+    wait_until(lambda: migration.disks.get().job_started, f"the block job of migration #{migration.pk}")
     assert copy.exists()
     migration_abort(migration=migration, user=people["operator"])
     migration = wait_for_state(migration, ["aborted", "failed"])
