@@ -31,6 +31,7 @@ from tests.deploy.test_deployment import (
     on_deployment_publish_inventory_change,
     opener,
 )
+from tests.helpers import make_people
 
 REAUTH_SECONDS = 1
 SLOT_SECONDS = 3
@@ -48,13 +49,7 @@ FLOOD = 300
 
 
 def on_deployment_create_ws_people() -> None:
-    from django.contrib.auth.models import Group, User
-
-    for name in PEOPLE:
-        user, _ = User.objects.get_or_create(username=name)
-        user.set_password(PASSWORD)
-        user.save()
-        user.groups.add(Group.objects.get(name="viewer"))
+    make_people([(name, "viewer") for name in PEOPLE], password=PASSWORD)
 
 
 def on_deployment_remove_roles(username: str) -> None:
